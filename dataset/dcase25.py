@@ -1,0 +1,153 @@
+"""TAU Urban Acoustic Scenes 2022 Mobile (development): metadata, splits, decoding and datasets.
+
+The layout is the organisers': ``<dataset_dir>/meta.csv`` (TAB-separated) and
+``<dataset_dir>/audio/*.wav``; split files (``split25.csv``, ``test.csv``) live in a separate
+folder and are downloaded from the organisers' release when missing.
+"""
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import av
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from models.frontend import roll_waveform
+
+CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square",
+           "shopping_mall", "street_pedestrian", "street_traffic", "tram"]
+DEVICES = ["a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"]
+TRAIN_DEVICES = ["a", "b", "c", "s1", "s2", "s3"]
+DEVICE_GROUPS = {"a": "real", "b": "real", "c": "real",
+                 "s1": "seen", "s2": "seen", "s3": "seen",
+                 "s4": "unseen", "s5": "unseen", "s6": "unseen"}
+
+SPLIT_URL = "https://github.com/CPJKU/dcase2024_task1_baseline/releases/download/files/"
+DATASET_DIR_ENV = "DCASE25_DATASET_DIR"
+ALLOWED_SUBSET = 25
+
+
+class DataError(RuntimeError):
+    """A problem with the data on disk that the user has to fix; the message says how."""
+
+
+def resolve_dataset_dir(dataset_dir=None) -> Path:
+    """``--dataset_dir`` if given, else ``$DCASE25_DATASET_DIR``; the folder must hold ``meta.csv``."""
+    dataset_dir = dataset_dir or os.environ.get(DATASET_DIR_ENV)
+    if not dataset_dir:
+        raise DataError(
+            f"No data set given: pass --dataset_dir DIR or set {DATASET_DIR_ENV}=DIR, where DIR holds "
+            "meta.csv and audio/ of TAU Urban Acoustic Scenes 2022 Mobile (development), "
+            "or run with --demo to use the built-in synthetic demo set.")
+    dataset_dir = Path(dataset_dir).expanduser()
+    if not (dataset_dir / "meta.csv").is_file():
+        raise DataError(f"{dataset_dir / 'meta.csv'} not found: --dataset_dir (or {DATASET_DIR_ENV}) must "
+                        "point to the extracted development set, the folder that holds meta.csv and audio/.")
+    return dataset_dir
+
+
+def split_file(split_dir, name: str) -> Path:
+    """Path of split file ``name`` in ``split_dir``, downloaded from the organisers' release if missing."""
+    split_dir = Path(split_dir)
+    path = split_dir / name
+    if path.is_file():
+        return path
+    url = SPLIT_URL + name
+    split_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    print(f"Downloading split file {name} from {url} to {split_dir}/")
+    try:
+        urllib.request.urlretrieve(url, partial)
+    except (urllib.error.URLError, OSError) as err:
+        partial.unlink(missing_ok=True)
+        raise DataError(
+            f"Split file {name} is missing from {split_dir}/ and could not be downloaded from {url} "
+            f"({err}). Download it on a machine with internet access and put it into {split_dir}/, "
+            "or pass --split_dir to the folder that holds it.") from err
+    partial.replace(path)  # only a complete download gets the real name
+    return path
+
+
+def read_csv(path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t")
+
+
+def read_meta(dataset_dir) -> pd.DataFrame:
+    return read_csv(Path(dataset_dir) / "meta.csv")
+
+
+def select_split(meta: pd.DataFrame, split: pd.DataFrame, devices=None) -> pd.DataFrame:
+    """Rows of ``meta`` listed in ``split``, in the split file's order, optionally only ``devices``."""
+    rows = split[["filename"]].merge(meta, on="filename", how="inner", validate="one_to_one")
+    if devices is not None:
+        rows = rows[rows["source_label"].isin(list(devices))]
+    return rows.reset_index(drop=True)
+
+
+def load_audio(path) -> tuple:
+    """Decode an audio file with PyAV -> (float32 tensor ``[1, samples]`` in [-1, 1], sample rate).
+
+    Works for any PCM width (16- and 24-bit included); several channels are averaged to mono.
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        sample_rate = stream.rate
+        # planar float keeps rate and channels and handles the integer scaling for us
+        to_float = av.AudioResampler(format="fltp")
+        chunks = [out.to_ndarray() for frame in container.decode(stream) for out in to_float.resample(frame)]
+        chunks += [out.to_ndarray() for out in to_float.resample(None)]
+    if not chunks:
+        raise DataError(f"{path}: no audio samples could be decoded.")
+    audio = np.concatenate(chunks, axis=1).mean(axis=0, keepdims=True)
+    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sample_rate
+
+
+class AudioDataset(Dataset):
+    """Clips of a selection of ``meta.csv`` -> ``(waveform [1, samples], label, device, filename)``.
+
+    ``label`` is the index into ``CLASSES`` (-1 when the rows carry no scene label);
+    ``roll_samples`` > 0 rolls each waveform by a random shift (training augmentation).
+    """
+
+    def __init__(self, dataset_dir, rows: pd.DataFrame, roll_samples: int = 0, device_column="source_label"):
+        self.dataset_dir = Path(dataset_dir)
+        self.files = rows["filename"].tolist()
+        self.devices = rows[device_column].astype(str).tolist()
+        if "scene_label" in rows:
+            self.labels = [CLASSES.index(label) for label in rows["scene_label"]]
+        else:
+            self.labels = [-1] * len(self.files)
+        self.roll_samples = roll_samples
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        waveform, _ = load_audio(self.dataset_dir / self.files[index])
+        waveform = roll_waveform(waveform, self.roll_samples)
+        return waveform, self.labels[index], self.devices[index], self.files[index]
+
+
+def training_rows(dataset_dir, split_dir, subset: int = ALLOWED_SUBSET, devices=None) -> pd.DataFrame:
+    """The rows of the organisers' training split; only the 25 % split is allowed by the rules."""
+    if subset != ALLOWED_SUBSET:
+        raise DataError(f"--subset {subset} is not allowed: the DCASE 2025 Task 1 rules say models must "
+                        f"be trained on the 25 % split only. Use --subset {ALLOWED_SUBSET}.")
+    split = read_csv(split_file(split_dir, f"split{subset}.csv"))
+    return _non_empty(select_split(read_meta(dataset_dir), split, devices), f"split{subset}.csv", devices)
+
+
+def test_rows(dataset_dir, split_dir, devices=None) -> pd.DataFrame:
+    """The rows of the development-test split (used for validation and the final test)."""
+    split = read_csv(split_file(split_dir, "test.csv"))
+    return _non_empty(select_split(read_meta(dataset_dir), split, devices), "test.csv", devices)
+
+
+def _non_empty(rows, name, devices):
+    if rows.empty:
+        which = f" for devices {', '.join(devices)}" if devices is not None else ""
+        raise DataError(f"No clips of {name} are listed in meta.csv{which}: check --dataset_dir and --split_dir.")
+    return rows
