@@ -1,0 +1,101 @@
+"""The LightningModule both training stages use: front end, augmentation, optimiser, metrics."""
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from helpers.metrics import SceneDeviceAccuracy
+from helpers.schedule import warmup_cosine
+from models.cp_mobile import Network, NetworkConfig
+from models.frontend import LogMelFrontEnd, mixstyle
+
+
+class SceneClassifier(L.LightningModule):
+    """Trains ``model`` on waveforms; validates and tests per class, device and device group.
+
+    ``config`` holds the command-line flags (front end, optimiser, augmentation); metrics are
+    logged as ``<prefix>val/...`` and ``<prefix>test/...``. ``model`` defaults to a fresh
+    network built from the flags; a model that routes by device takes ``(x, devices)``.
+    """
+
+    def __init__(self, config: dict, model: torch.nn.Module = None, log_prefix: str = ""):
+        super().__init__()
+        self.save_hyperparameters(config)
+        self.frontend = LogMelFrontEnd.from_args(self.hparams)
+        self.model = model if model is not None else Network(NetworkConfig.from_args(self.hparams))
+        self.log_prefix = log_prefix
+        self.val_metrics = SceneDeviceAccuracy()
+        self.test_metrics = SceneDeviceAccuracy()
+        self.test_results = None  # filled at the end of a test run
+
+    def forward(self, waveform, devices=None):
+        return self.classify(self.frontend(waveform), devices)
+
+    def classify(self, features, devices):
+        if getattr(self.model, "routes_by_device", False):
+            return self.model(features, devices)
+        return self.model(features)
+
+    # --- training ---
+    def training_step(self, batch, batch_idx):
+        waveform, labels, devices, _ = batch
+        features = mixstyle(self.frontend(waveform), self.hparams.mixstyle_p, self.hparams.mixstyle_alpha)
+        loss = F.cross_entropy(self.classify(features, devices), labels)
+        prefix = self.log_prefix
+        self.log(f"{prefix}train/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log(f"{prefix}lr", self.optimizers().param_groups[0]["lr"], batch_size=len(labels))
+        self.log(f"{prefix}epoch", float(self.current_epoch), batch_size=len(labels))
+        return loss
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
+                                      weight_decay=self.hparams.weight_decay)
+        total_steps = self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, self.hparams.warmup_steps, total_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --- validation and test ---
+    def validation_step(self, batch, batch_idx):
+        waveform, labels, devices, _ = batch
+        self.val_metrics.update(self(waveform, devices), labels, devices)
+
+    def on_validation_epoch_end(self):
+        self._log_results("val", self.val_metrics.compute())
+        self.val_metrics.reset()
+
+    def on_test_start(self):
+        round_parameters_to_fp16(self.model)
+
+    def test_step(self, batch, batch_idx):
+        waveform, labels, devices, _ = batch
+        self.test_metrics.update(self.inference_logits(waveform, devices), labels, devices)
+
+    @torch.no_grad()
+    def inference_logits(self, waveform, devices=None):
+        """Logits as at inference, once ``round_parameters_to_fp16`` has been applied: 16-bit inputs
+        and parameters (computed on in 32 bits on a CPU)."""
+        features = self.frontend(waveform)
+        features = features.half().to(next(self.model.parameters()).dtype)
+        return self.classify(features, devices)
+
+    def on_test_epoch_end(self):
+        self.test_results = self.test_metrics.compute()
+        self._log_results("test", self.test_results)
+        self.test_metrics.reset()
+
+    def _log_results(self, stage, results):
+        if self.trainer.sanity_checking:
+            return
+        self.log_dict({f"{self.log_prefix}{stage}/{name}": value for name, value in results.items()})
+
+
+def round_parameters_to_fp16(model: torch.nn.Module) -> torch.nn.Module:
+    """Store parameters and buffers as 16-bit floats, as the challenge's memory limit requires.
+
+    On a GPU the model then runs in half precision. A CPU is slow at 16-bit convolutions, so there
+    the rounded values are kept but computed on in 32 bits: the same weights, faster arithmetic.
+    """
+    model.half()
+    if next(model.parameters()).device.type == "cpu":
+        model.float()
+    return model

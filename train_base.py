@@ -1,0 +1,60 @@
+"""Stage 1: train the general CP-Mobile model on the 25 % split (all training devices together).
+
+    python train_base.py --dataset_dir /data/TAU-urban-acoustic-scenes-2022-mobile-development
+    python train_base.py --demo          # built-in synthetic data set, a few minutes on a CPU
+"""
+import shlex
+
+import lightning as L
+
+from dataset.dcase25 import test_rows, training_rows
+from helpers.cli import build_parser, parse_args
+from helpers.complexity import model_complexity
+from helpers.experiment import make_loader, make_logger, make_trainer, prepare_dataset_dir
+from helpers.reporting import results_markdown
+from models.asc_module import SceneClassifier
+
+
+def main(argv=None):
+    args = parse_args(build_parser("base", __doc__), argv)
+    if args.seed is not None:
+        L.seed_everything(args.seed, workers=True)
+
+    dataset_dir = prepare_dataset_dir(args)
+    train_loader = make_loader(dataset_dir, training_rows(dataset_dir, args.split_dir, args.subset), args, train=True)
+    test_loader = make_loader(dataset_dir, test_rows(dataset_dir, args.split_dir), args, train=False)
+
+    module = SceneClassifier(vars(args))
+    complexity = model_complexity(module.model, module.frontend.input_shape())
+    print(f"Model: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
+          f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
+
+    logger, run_id, _ = make_logger(args)
+    logger.log_hyperparams({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
+    trainer = make_trainer(args, logger, run_id)
+    # the test split doubles as the validation set, as in the organisers' recipe
+    trainer.fit(module, train_loader, test_loader)
+    trainer.test(module, test_loader, ckpt_path="last", verbose=False)
+
+    print("\n" + results_markdown({"General Model": module.test_results}))
+    print(f"Run id: {run_id}  (checkpoint: {trainer.checkpoint_callback.last_model_path})")
+    print("Fine-tune one model per device with:\n  " + stage2_command(args, run_id))
+    return run_id, module.test_results
+
+
+def stage2_command(args, run_id) -> str:
+    """The command that starts stage 2 from this run, with the data and project flags it must share."""
+    defaults = build_parser("device", "")
+    command = ["python", "train_device_specific.py", "--ckpt_id", run_id]
+    shared = ["project_name", "wandb_mode"] + (["demo_dir"] if args.demo else ["dataset_dir", "split_dir"])
+    if args.demo:
+        command.append("--demo")
+    for flag in shared:
+        value = getattr(args, flag)
+        if value is not None and value != defaults.get_default(flag):
+            command += [f"--{flag}", str(value)]
+    return shlex.join(command)
+
+
+if __name__ == "__main__":
+    main()
