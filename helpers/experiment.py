@@ -15,10 +15,12 @@ from dataset.dcase25 import AudioDataset, resolve_dataset_dir
 
 
 def prepare_dataset_dir(args) -> Path:
-    """The data folder of this run; with ``--demo`` the demo set is written first if it is not there."""
+    """The data folder of this run; with ``--demo`` the demo set is written first if it is not there
+    (a demo set written earlier with other ``python -m dataset.demo`` options is kept)."""
     if args.demo:
-        from dataset.demo import write_demo_dataset
-        write_demo_dataset(args.dataset_dir)
+        from dataset.demo import is_complete, write_demo_dataset
+        if not is_complete(args.dataset_dir):
+            write_demo_dataset(args.dataset_dir)
     return resolve_dataset_dir(args.dataset_dir)
 
 

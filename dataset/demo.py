@@ -1,0 +1,614 @@
+"""Synthetic stand-in for the DCASE 2025 Task 1 data, in the real on-disk layout.
+
+The real development set (TAU Urban Acoustic Scenes 2022 Mobile) is ~23 GB and
+the 2025 evaluation set is not labelled, so tests, CI and first-time users need
+something small that the training code can consume unchanged.  This module
+writes a few thousand one-second clips that follow the real layout exactly:
+
+    <root>/audio/<scene>-<city>-<location>-<segment>-<chunk>-<device>.wav
+    <root>/meta.csv                      filename, scene_label, identifier, source_label
+    <root>/split_setup/split25.csv       filename, scene_label (devices a,b,c,s1,s2,s3)
+    <root>/split_setup/test.csv          filename, scene_label (all nine devices)
+    <root>/eval/audio/<n>.wav            2025-style evaluation clips, no labels
+    <root>/eval/evaluation_setup/fold1_test.csv   filename, device_id
+
+All csv files are TAB-separated; wav files are 1 s, 44.1 kHz, mono, 24-bit PCM.
+
+The sound is not random noise: every scene has its own spectral tilt, a few
+characteristic noise bands or harmonic tones, and its own amplitude-modulation
+and transient-event rates, so a small CNN can learn the classes.  City,
+location, segment and clip each perturb these parameters (frequencies, levels,
+rates, phases), so that memorising training locations does not solve the
+test split, whose locations are disjoint from training.  Every device colours
+the shared scene signal with its own frequency response, gain and noise floor,
+so device-specific fine-tuning has something real to adapt to; as in the real
+data, the same segment is "recorded" in parallel by several devices.
+
+Everything is derived from the seed through per-clip random generators, so the
+same seed gives byte-identical files, independently of `scale`.
+
+Usage:  python -m dataset.demo --out demo_data [--seed 0] [--scale 1.0] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import shutil
+import time
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEMO_VERSION = 1  # bump when the generator changes (invalidates existing markers)
+
+SAMPLE_RATE = 44_100
+NUM_SAMPLES = SAMPLE_RATE  # one-second clips, as in TAU22
+SAMPLE_WIDTH_BYTES = 3  # 24-bit PCM
+MAX_INT24 = 2**23 - 1
+
+SCENES = (
+    "airport", "bus", "metro", "metro_station", "park",
+    "public_square", "shopping_mall", "street_pedestrian", "street_traffic", "tram",
+)
+CITIES = ("barcelona", "helsinki", "lisbon", "london", "lyon", "paris")
+TRAIN_DEVICES = ("a", "b", "c", "s1", "s2", "s3")  # devices present in split25
+ALL_DEVICES = TRAIN_DEVICES + ("s4", "s5", "s6")  # s4-s6 only appear in test/eval
+KNOWN_EVAL_DEVICES = set(TRAIN_DEVICES)  # the others are "unknown" in the eval csv
+
+# Clip counts per scene at scale 1 (multiplied by `scale`, at least 1 each).
+SPLIT25_CLIPS_DEVICE_A = 60  # device a dominates training, as in the real data
+SPLIT25_CLIPS_OTHER_DEVICE = 15  # per device b, c, s1, s2, s3
+EXTRA_TRAIN_CLIPS_DEVICE_A = 12  # development-train files that are NOT in split25
+EXTRA_TRAIN_CLIPS_OTHER_DEVICE = 2
+TEST_SEGMENTS = 10  # each recorded by all nine devices
+EVAL_CLIPS = 15
+
+# Recording locations per scene; fixed (not scaled) so clip content does not
+# depend on scale.  Train, test and eval locations are disjoint.
+TRAIN_LOCATIONS = 8
+TEST_LOCATIONS = 5
+EVAL_LOCATIONS = 3
+CHUNKS_PER_SEGMENT = 4  # real segments are 10 s cut into 1-s chunks; shorter here
+
+MARKER_NAME = ".demo_complete"
+IN_PROGRESS_NAME = ".demo_in_progress"  # written first: marks a folder as ours
+DEMO_OUTPUTS = ("audio", "eval", "split_setup", "meta.csv", MARKER_NAME, IN_PROGRESS_NAME)
+
+_FREQS = np.fft.rfftfreq(NUM_SAMPLES, 1.0 / SAMPLE_RATE)
+_LOG2_FREQS = np.log2(np.maximum(_FREQS, 1.0))
+_TIME = np.arange(NUM_SAMPLES) / SAMPLE_RATE
+_NYQUIST_GUARD_HZ = 15_000.0  # keep tones below what a 32 kHz resampler keeps
+
+
+# --------------------------------------------------------------------------
+# Scene sound models
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Component:
+    """One sound source in a scene: a noise band or harmonic tone times an envelope.
+
+    envelope: "steady" | "am" (sinusoidal, rate_hz) | "babble" (random syllabic
+    modulation around rate_hz) | "events" (Poisson bursts, rate_hz per second)
+    | "regular" (periodic bursts, rate_hz per second, e.g. rail joints).
+    """
+
+    kind: str  # "noise" or "tone"
+    freq_hz: float  # band centre (noise) or fundamental (tone)
+    level_db: float  # relative to the background noise (RMS, or burst peak)
+    width_oct: float = 1.0  # noise: Gaussian bandwidth in octaves
+    harmonics: int = 1  # tone: number of harmonics (amplitude 1/h)
+    envelope: str = "steady"
+    rate_hz: float = 0.0
+    depth: float = 0.5  # am / babble modulation depth
+    decay_s: float = 0.05  # events / regular: exponential decay time
+
+
+@dataclass(frozen=True)
+class SceneModel:
+    level_dbfs: float  # overall RMS level (before clip gain and device gain)
+    tilt_db_per_octave: float  # slope of the background noise around 1 kHz
+    components: tuple[Component, ...]
+
+
+def _noise(freq, width, level, envelope="steady", rate=0.0, depth=0.5, decay=0.05):
+    return Component("noise", freq, level, width_oct=width, envelope=envelope,
+                     rate_hz=rate, depth=depth, decay_s=decay)
+
+
+def _tone(freq, harmonics, level, envelope="steady", rate=0.0, depth=0.5, decay=0.05):
+    return Component("tone", freq, level, harmonics=harmonics, envelope=envelope,
+                     rate_hz=rate, depth=depth, decay_s=decay)
+
+
+# Hand-designed caricatures of the ten scenes.  Some pairs deliberately share
+# character (metro/tram, public_square/street_pedestrian, airport/shopping_mall)
+# so that, like the real task, not everything is trivially separable.
+SCENE_MODELS: dict[str, SceneModel] = {
+    "airport": SceneModel(-32, -3.0, (
+        _noise(180, 1.0, 2),  # ventilation
+        _noise(1000, 1.2, -2, "babble", 4.0, 0.8),  # distant chatter
+        _tone(660, 3, -8, "regular", 0.4, decay=0.4),  # announcement chime
+        _noise(3000, 1.5, 8, "events", 2.0, decay=0.03),  # suitcase wheels, steps
+    )),
+    "bus": SceneModel(-28, -6.0, (
+        _tone(38, 8, 4, "am", 0.7, 0.3),  # diesel engine harmonics
+        _noise(120, 0.8, 8, "am", 0.5, 0.4),  # body rumble
+        _noise(1200, 1.0, -6, "babble", 4.0, 0.8),  # passengers
+        _noise(2500, 1.0, 4, "events", 1.0, decay=0.1),  # rattles
+    )),
+    "metro": SceneModel(-26, -4.5, (
+        _noise(90, 0.8, 9, "am", 1.5, 0.4),  # tunnel rumble
+        _tone(2800, 2, -2, "am", 0.7, 0.9),  # wheel squeal
+        _noise(400, 1.5, 12, "regular", 3.0, decay=0.04),  # rail joints
+    )),
+    "metro_station": SceneModel(-31, -3.5, (
+        _noise(250, 1.2, 3),  # reverberant hum
+        _noise(900, 1.3, 0, "babble", 3.0, 0.7),  # crowd
+        _tone(1000, 2, -6, "regular", 0.5, decay=0.3),  # beeps and chimes
+        _noise(4000, 1.2, 6, "events", 1.5, decay=0.15),  # reverberant steps
+    )),
+    "park": SceneModel(-36, -1.5, (
+        _noise(4500, 0.15, 10, "events", 4.0, decay=0.06),  # bird chirps
+        _noise(2800, 0.1, 6, "events", 2.0, decay=0.1),  # a second bird
+        _noise(100, 1.0, 4, "babble", 0.5, 0.8),  # wind gusts
+    )),
+    "public_square": SceneModel(-32, -2.5, (
+        _noise(800, 1.3, 3, "babble", 4.5, 0.8),  # crowd
+        _noise(5000, 1.0, 0),  # fountain
+        _noise(2000, 2.0, 6, "events", 2.0, decay=0.02),  # footsteps
+        _noise(150, 1.0, 0, "am", 0.25, 0.5),  # distant traffic
+    )),
+    "shopping_mall": SceneModel(-31, -3.0, (
+        _noise(700, 1.3, 2, "babble", 4.0, 0.8),  # crowd
+        _tone(220, 5, -2, "am", 2.0, 0.5),  # background music
+        _tone(330, 4, -5, "am", 2.0, 0.5),
+        _noise(300, 1.0, 0),  # air conditioning
+    )),
+    "street_pedestrian": SceneModel(-31, -2.5, (
+        _noise(1500, 2.0, 10, "regular", 3.5, decay=0.02),  # footsteps
+        _noise(900, 1.3, 1, "babble", 5.0, 0.8),  # passers-by
+        _noise(200, 1.2, 2, "am", 0.3, 0.5),  # traffic nearby
+    )),
+    "street_traffic": SceneModel(-27, -4.0, (
+        _noise(400, 1.5, 9, "am", 0.3, 0.7),  # passing cars
+        _tone(60, 6, 0, "am", 0.3, 0.5),  # engines
+        _tone(420, 3, -8, "regular", 0.4, decay=0.5),  # horns
+        _noise(6000, 1.0, -2, "am", 0.3, 0.7),  # tyre noise
+    )),
+    "tram": SceneModel(-28, -4.0, (
+        _noise(110, 0.9, 8, "am", 1.0, 0.3),  # rumble
+        _tone(1600, 3, -4, "regular", 0.6, decay=0.3),  # bell
+        _noise(500, 1.5, 8, "regular", 1.5, decay=0.06),  # rail joints
+        _tone(3500, 1, -8, "am", 0.5, 0.9),  # squeal
+    )),
+}
+
+# Spread of the random perturbations (std of a normal; frequencies and rates
+# are perturbed multiplicatively in log space).  City and location shifts are
+# shared by all clips recorded there; segment and clip shifts vary within.
+CITY_SPREAD = dict(freq_log=0.04, level_db=1.0, rate_log=0.06, tilt_db=0.25)
+LOCATION_SPREAD = dict(freq_log=0.05, level_db=1.5, rate_log=0.10, tilt_db=0.3)
+SEGMENT_SPREAD = dict(freq_log=0.02, level_db=1.0, rate_log=0.05, tilt_db=0.2)
+CLIP_GAIN_DB_SPREAD = 2.0
+# A scene-independent distractor (a random noise band) in every clip, so that
+# the classes are not separable by a single spectral peak.
+DISTRACTOR_LEVEL_DB = (-16.0, 4.0)  # mean, std relative to the background
+
+
+# --------------------------------------------------------------------------
+# Device models
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeviceModel:
+    highpass_hz: float
+    lowpass_hz: float
+    filter_order: int  # Butterworth-like slope of both cut-offs
+    tilt_db_per_octave: float
+    resonances: tuple[tuple[float, float, float], ...]  # (centre Hz, gain dB, width oct)
+    gain_db: float
+    noise_floor_dbfs: float  # RMS of white self-noise
+
+
+# a: the reference binaural recorder (nearly flat); b, c: phones; s1-s6:
+# simulated devices.  s4-s6 are never in training and are deliberately unlike
+# the training devices (narrow band, strong resonances, loud noise floors).
+DEVICE_MODELS: dict[str, DeviceModel] = {
+    "a": DeviceModel(20, 20_000, 2, 0.0, (), 0.0, -90),
+    "b": DeviceModel(150, 12_000, 2, 0.0, ((3000, 4, 0.6),), -3.0, -66),
+    "c": DeviceModel(100, 15_000, 3, 1.0, ((800, -3, 0.8),), 2.0, -72),
+    "s1": DeviceModel(300, 8_000, 2, 0.0, ((1500, 3, 1.0),), -6.0, -62),
+    "s2": DeviceModel(80, 10_000, 4, 0.0, ((1000, -6, 0.4), (5000, 6, 0.5)), 0.0, -68),
+    "s3": DeviceModel(200, 16_000, 2, -1.5, ((250, 3, 0.6),), 4.0, -64),
+    "s4": DeviceModel(400, 6_000, 4, 0.0, ((2000, 8, 0.4),), -4.0, -58),
+    "s5": DeviceModel(50, 7_000, 2, 2.0, ((800, 5, 0.5), (4000, -6, 0.6)), 3.0, -60),
+    "s6": DeviceModel(250, 11_000, 3, -2.0, ((1500, 6, 0.3), (6000, 5, 0.4)), -8.0, -56),
+}
+
+
+def _device_response(device: DeviceModel) -> np.ndarray:
+    """Zero-phase magnitude response on the rfft grid (linear)."""
+    f = np.maximum(_FREQS, 1.0)
+    response_db = (
+        -10 * np.log10(1 + (device.highpass_hz / f) ** (2 * device.filter_order))
+        - 10 * np.log10(1 + (f / device.lowpass_hz) ** (2 * device.filter_order))
+        + device.tilt_db_per_octave * (_LOG2_FREQS - np.log2(1000.0))
+    )
+    for centre_hz, gain_db, width_oct in device.resonances:
+        response_db += gain_db * np.exp(-0.5 * ((_LOG2_FREQS - np.log2(centre_hz)) / width_oct) ** 2)
+    response = 10 ** ((response_db + device.gain_db) / 20)
+    response[0] = 0.0  # no DC
+    return response
+
+
+_DEVICE_RESPONSES = {name: _device_response(model) for name, model in DEVICE_MODELS.items()}
+
+
+# --------------------------------------------------------------------------
+# Synthesis
+# --------------------------------------------------------------------------
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """Independent generator per (seed, key): content never depends on generation order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, DEMO_VERSION, *key]))
+
+
+def _complex_noise(rng: np.random.Generator) -> np.ndarray:
+    return rng.standard_normal(_FREQS.size) + 1j * rng.standard_normal(_FREQS.size)
+
+
+def _unit_rms(x: np.ndarray) -> np.ndarray:
+    return x / max(float(np.sqrt(np.mean(x * x))), 1e-12)
+
+
+def _band_noise(rng, centre_hz: float, width_oct: float) -> np.ndarray:
+    shape = np.exp(-0.5 * ((_LOG2_FREQS - np.log2(centre_hz)) / width_oct) ** 2)
+    return _unit_rms(np.fft.irfft(_complex_noise(rng) * shape, n=NUM_SAMPLES))
+
+
+def _coloured_noise(rng, tilt_db_per_octave: float) -> np.ndarray:
+    shape_db = tilt_db_per_octave * (_LOG2_FREQS - np.log2(1000.0))
+    shape = 10 ** (shape_db / 20) * (_FREQS > 20.0)
+    return _unit_rms(np.fft.irfft(_complex_noise(rng) * shape, n=NUM_SAMPLES))
+
+
+def _harmonic_tone(rng, fundamental_hz: float, harmonics: int) -> np.ndarray:
+    orders = np.arange(1, harmonics + 1)
+    orders = orders[orders * fundamental_hz < _NYQUIST_GUARD_HZ]
+    if orders.size == 0:
+        orders = np.array([1])
+    phases = rng.uniform(0, 2 * np.pi, orders.size)
+    waves = np.sin(2 * np.pi * fundamental_hz * orders[:, None] * _TIME + phases[:, None])
+    return _unit_rms((waves / orders[:, None]).sum(axis=0))
+
+
+def _burst_envelope(onsets: np.ndarray, decay_s: float, rng) -> np.ndarray:
+    envelope = np.zeros(NUM_SAMPLES)
+    for onset, amplitude in zip(onsets, rng.uniform(0.5, 1.0, onsets.size)):
+        start = int(onset * SAMPLE_RATE)
+        tail = _TIME[: NUM_SAMPLES - start]
+        # 2 ms linear attack avoids clicks that would look the same for every source
+        envelope[start:] += amplitude * np.minimum(tail / 0.002, 1.0) * np.exp(-tail / decay_s)
+    return envelope
+
+
+def _envelope(rng, component: Component, rate_hz: float) -> np.ndarray:
+    if component.envelope == "steady":
+        return np.ones(NUM_SAMPLES)
+    if component.envelope == "am":
+        phase = rng.uniform(0, 2 * np.pi)
+        return 1 + component.depth * np.sin(2 * np.pi * rate_hz * _TIME + phase)
+    if component.envelope == "babble":
+        # sum of three slow sinusoids around rate_hz: irregular, syllable-like
+        rates = rate_hz * rng.uniform(0.5, 1.5, 3)
+        phases = rng.uniform(0, 2 * np.pi, 3)
+        wobble = np.sin(2 * np.pi * rates[:, None] * _TIME + phases[:, None]).sum(axis=0) / np.sqrt(1.5)
+        return np.maximum(1 + component.depth * wobble, 0.0)
+    if component.envelope == "events":
+        onsets = np.sort(rng.uniform(0, 1, rng.poisson(rate_hz)))
+        return _burst_envelope(onsets, component.decay_s, rng)
+    if component.envelope == "regular":
+        period = 1.0 / rate_hz
+        onsets = np.arange(rng.uniform(0, period), 1.0, period)
+        onsets = np.clip(onsets + rng.normal(0, 0.05 * period, onsets.size), 0, 1 - 1 / SAMPLE_RATE)
+        return _burst_envelope(onsets, component.decay_s, rng)
+    raise ValueError(f"unknown envelope {component.envelope!r}")
+
+
+@dataclass(frozen=True)
+class ClipKey:
+    """Identifies one piece of scene content (shared by parallel device recordings)."""
+
+    scene: str
+    city: str
+    location: int
+    segment: int
+    chunk: int
+
+    def filename(self, device: str) -> str:
+        return f"audio/{self.scene}-{self.city}-{self.location}-{self.segment}-{self.chunk}-{device}.wav"
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.city}-{self.location}"
+
+
+def _perturbation(rng, spread: dict, n_components: int) -> dict:
+    return dict(
+        freq_log=rng.normal(0, spread["freq_log"], n_components),
+        level_db=rng.normal(0, spread["level_db"], n_components),
+        rate_log=rng.normal(0, spread["rate_log"], n_components),
+        tilt_db=rng.normal(0, spread["tilt_db"]),
+    )
+
+
+def synthesise_scene(key: ClipKey, seed: int) -> np.ndarray:
+    """Device-independent scene signal for one clip (float64, ~level_dbfs RMS)."""
+    scene_index = SCENES.index(key.scene)
+    city_index = CITIES.index(key.city)
+    model = SCENE_MODELS[key.scene]
+    n = len(model.components)
+    # Shifts shared by everything recorded in this city / location / segment.
+    shifts = [
+        _perturbation(_rng(seed, 1, scene_index, city_index), CITY_SPREAD, n),
+        _perturbation(_rng(seed, 2, scene_index, city_index, key.location), LOCATION_SPREAD, n),
+        _perturbation(_rng(seed, 3, scene_index, city_index, key.location, key.segment), SEGMENT_SPREAD, n),
+    ]
+    freq_factor = np.exp(sum(s["freq_log"] for s in shifts))
+    level_shift_db = sum(s["level_db"] for s in shifts)
+    rate_factor = np.exp(sum(s["rate_log"] for s in shifts))
+    tilt = model.tilt_db_per_octave + sum(s["tilt_db"] for s in shifts)
+
+    rng = _rng(seed, 4, scene_index, city_index, key.location, key.segment, key.chunk)
+    signal = _coloured_noise(rng, tilt)
+    for i, component in enumerate(model.components):
+        freq = component.freq_hz * freq_factor[i]
+        if component.kind == "noise":
+            source = _band_noise(rng, freq, component.width_oct)
+        else:
+            source = _harmonic_tone(rng, freq, component.harmonics)
+        envelope = _envelope(rng, component, component.rate_hz * rate_factor[i])
+        level_db = component.level_db + level_shift_db[i] + rng.normal(0, 1.0)
+        signal += 10 ** (level_db / 20) * source * envelope
+    distractor_hz = float(np.exp(rng.uniform(np.log(200.0), np.log(8000.0))))
+    distractor_db = rng.normal(*DISTRACTOR_LEVEL_DB)
+    signal += 10 ** (distractor_db / 20) * _band_noise(rng, distractor_hz, 0.7)
+
+    clip_gain_db = rng.normal(0, CLIP_GAIN_DB_SPREAD)
+    return _unit_rms(signal) * 10 ** ((model.level_dbfs + clip_gain_db) / 20)
+
+
+def record_with_devices(scene_signal: np.ndarray, key: ClipKey, devices, seed: int) -> dict:
+    """Colour one scene signal with each device (response, gain, self-noise)."""
+    spectrum = np.fft.rfft(scene_signal)
+    recordings = {}
+    for device in devices:
+        rng = _rng(seed, 5, SCENES.index(key.scene), CITIES.index(key.city), key.location,
+                   key.segment, key.chunk, ALL_DEVICES.index(device))
+        # white noise of RMS r has rfft bins with E|X|^2 = N r^2
+        noise_rms = 10 ** (DEVICE_MODELS[device].noise_floor_dbfs / 20)
+        noise = _complex_noise(rng) * noise_rms * math.sqrt(NUM_SAMPLES / 2)
+        recordings[device] = np.fft.irfft((spectrum + noise) * _DEVICE_RESPONSES[device], n=NUM_SAMPLES)
+    return recordings
+
+
+def write_wav(path: Path, samples: np.ndarray) -> None:
+    """Write float samples in [-1, 1] as mono 24-bit little-endian PCM."""
+    ints = np.clip(np.round(samples * MAX_INT24), -MAX_INT24 - 1, MAX_INT24).astype("<i4")
+    frames = ints.view(np.uint8).reshape(-1, 4)[:, :SAMPLE_WIDTH_BYTES].tobytes()
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(SAMPLE_WIDTH_BYTES)
+        wav.setframerate(SAMPLE_RATE)
+        wav.writeframes(frames)
+
+
+# --------------------------------------------------------------------------
+# Data set plan: which clips exist, under which names, in which split
+# --------------------------------------------------------------------------
+
+def _scaled(count: int, scale: float) -> int:
+    return max(1, int(math.floor(count * scale + 0.5)))
+
+
+def _locations() -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """(scene, part) -> [(city, location id)]; ids are unique within a city."""
+    next_id = {city: 0 for city in CITIES}
+    plan = {}
+    for scene_index, scene in enumerate(SCENES):
+        for part_index, (part, count) in enumerate(
+                (("train", TRAIN_LOCATIONS), ("test", TEST_LOCATIONS), ("eval", EVAL_LOCATIONS))):
+            places = []
+            for j in range(count):
+                city = CITIES[(scene_index + 2 * part_index + j) % len(CITIES)]
+                places.append((city, next_id[city]))
+                next_id[city] += 1
+            plan[scene, part] = places
+    return plan
+
+
+def _clip_keys(scene: str, places, count: int, start: int = 0) -> list[ClipKey]:
+    """The clips number start..start+count-1, spread round-robin over the locations."""
+    keys = []
+    for index in range(start, start + count):
+        city, location = places[index % len(places)]
+        within = index // len(places)
+        keys.append(ClipKey(scene, city, location, within // CHUNKS_PER_SEGMENT, within % CHUNKS_PER_SEGMENT))
+    return keys
+
+
+@dataclass(frozen=True)
+class Recording:
+    key: ClipKey
+    device: str
+    part: str  # "split25", "extra_train", "test" or "eval"
+
+
+def plan_recordings(scale: float) -> list[Recording]:
+    places = _locations()
+    recordings = []
+    other_devices = TRAIN_DEVICES[1:]
+    for scene in SCENES:
+        train_places = places[scene, "train"]
+        # split25: device a, plus the other training devices recording in
+        # parallel with (rotating, partly overlapping) subsets of a's clips.
+        a_keys = _clip_keys(scene, train_places, _scaled(SPLIT25_CLIPS_DEVICE_A, scale))
+        recordings += [Recording(k, "a", "split25") for k in a_keys]
+        n_other = _scaled(SPLIT25_CLIPS_OTHER_DEVICE, scale)
+        for d, device in enumerate(other_devices):
+            offset = d * len(a_keys) // len(other_devices)
+            recordings += [Recording(a_keys[(offset + j) % len(a_keys)], device, "split25")
+                           for j in range(n_other)]
+        # extra development-train clips (same locations, not in split25)
+        extra_keys = _clip_keys(scene, train_places, _scaled(EXTRA_TRAIN_CLIPS_DEVICE_A, scale),
+                                start=len(a_keys))
+        recordings += [Recording(k, "a", "extra_train") for k in extra_keys]
+        n_extra_other = _scaled(EXTRA_TRAIN_CLIPS_OTHER_DEVICE, scale)
+        for d, device in enumerate(other_devices):
+            recordings += [Recording(extra_keys[(d + j) % len(extra_keys)], device, "extra_train")
+                           for j in range(n_extra_other)]
+        # test: every segment recorded by all nine devices
+        for key in _clip_keys(scene, places[scene, "test"], _scaled(TEST_SEGMENTS, scale)):
+            recordings += [Recording(key, device, "test") for device in ALL_DEVICES]
+        # eval: one device per clip, cycling through all nine
+        eval_keys = _clip_keys(scene, places[scene, "eval"], _scaled(EVAL_CLIPS, scale))
+        first = SCENES.index(scene)
+        recordings += [Recording(k, ALL_DEVICES[(first + j) % len(ALL_DEVICES)], "eval")
+                       for j, k in enumerate(eval_keys)]
+    return recordings
+
+
+# --------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------
+
+def _marker(seed: int, scale: float) -> dict:
+    return {"version": DEMO_VERSION, "seed": int(seed), "scale": float(scale)}
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(root) -> bool:
+    """True when ``root`` holds a finished demo set of this generator version (any seed or scale)."""
+    marker = _read_json(Path(root) / MARKER_NAME)
+    return isinstance(marker, dict) and marker.get("version") == DEMO_VERSION
+
+
+def _remove_demo_outputs(root: Path) -> None:
+    for name in DEMO_OUTPUTS:
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def _write_tsv(path: Path, header, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = False) -> Path:
+    """Write the synthetic data set into `root` (see module docstring); return root.
+
+    Returns at once if `root` already holds a complete demo with the same
+    version, seed and scale.  A folder with other content is only overwritten
+    if it holds an earlier (or interrupted) demo, or if `force` is set; even
+    then only the demo's own outputs are removed.
+    """
+    root = Path(root)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    wanted = _marker(seed, scale)
+    if _read_json(root / MARKER_NAME) == wanted:
+        return root
+    if root.exists():
+        if not root.is_dir():
+            raise FileExistsError(f"{root} exists and is not a folder")
+        ours = (root / MARKER_NAME).exists() or (root / IN_PROGRESS_NAME).exists()
+        if any(root.iterdir()) and not ours and not force:
+            raise FileExistsError(
+                f"{root} is not empty and holds no demo data set; refusing to overwrite it "
+                f"(pass force=True / --force to replace its audio/, eval/, split_setup/ and meta.csv)")
+        _remove_demo_outputs(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / IN_PROGRESS_NAME).write_text(json.dumps(wanted))
+
+    started = time.perf_counter()
+    (root / "audio").mkdir()
+    (root / "eval" / "audio").mkdir(parents=True)
+
+    recordings = plan_recordings(scale)
+    by_key: dict[ClipKey, list[Recording]] = {}
+    for recording in recordings:
+        by_key.setdefault(recording.key, []).append(recording)
+
+    eval_order = [r for r in recordings if r.part == "eval"]
+    # eval files are numbered in a shuffled order, so names reveal nothing
+    eval_name = {r: f"audio/{i}.wav"
+                 for i, r in zip(_rng(seed, 6).permutation(len(eval_order)), eval_order)}
+
+    meta_rows, split25_rows, test_rows, eval_rows = [], [], [], []
+    total_bytes = 0
+    for key, group in by_key.items():
+        signals = record_with_devices(synthesise_scene(key, seed), key, [r.device for r in group], seed)
+        for recording in group:
+            if recording.part == "eval":
+                name = eval_name[recording]
+                path = root / "eval" / name
+                device_id = recording.device if recording.device in KNOWN_EVAL_DEVICES else "unknown"
+                eval_rows.append((name, device_id))
+            else:
+                name = key.filename(recording.device)
+                path = root / name
+                meta_rows.append((name, key.scene, key.identifier, recording.device))
+                if recording.part == "split25":
+                    split25_rows.append((name, key.scene))
+                elif recording.part == "test":
+                    test_rows.append((name, key.scene))
+            write_wav(path, signals[recording.device])
+            total_bytes += path.stat().st_size
+
+    _write_tsv(root / "meta.csv", ("filename", "scene_label", "identifier", "source_label"), sorted(meta_rows))
+    _write_tsv(root / "split_setup" / "split25.csv", ("filename", "scene_label"), sorted(split25_rows))
+    _write_tsv(root / "split_setup" / "test.csv", ("filename", "scene_label"), sorted(test_rows))
+    _write_tsv(root / "eval" / "evaluation_setup" / "fold1_test.csv", ("filename", "device_id"),
+               sorted(eval_rows, key=lambda row: int(row[0][len("audio/"):-len(".wav")])))
+
+    # The marker goes last: an interrupted write is never mistaken for complete.
+    (root / MARKER_NAME).write_text(json.dumps(wanted))
+    (root / IN_PROGRESS_NAME).unlink()
+    print(f"demo data set v{DEMO_VERSION} (seed={seed}, scale={scale}) -> {root}: "
+          f"{len(split25_rows)} split25, {len(test_rows)} test, "
+          f"{len(meta_rows) - len(split25_rows) - len(test_rows)} extra train, {len(eval_rows)} eval clips, "
+          f"{total_bytes / 1e6:.0f} MB in {time.perf_counter() - started:.1f} s")
+    return root
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="demo_data", help="output folder (default: demo_data)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies the clip counts")
+    parser.add_argument("--force", action="store_true",
+                        help="replace audio/, eval/, split_setup/ and meta.csv in a non-demo folder")
+    args = parser.parse_args(argv)
+    write_demo_dataset(args.out, seed=args.seed, scale=args.scale, force=args.force)
+
+
+if __name__ == "__main__":
+    main()
