@@ -10,8 +10,8 @@ import lightning as L
 from dataset.dcase25 import test_rows, training_rows
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import model_complexity
-from helpers.experiment import make_loader, make_logger, make_trainer, prepare_dataset_dir
-from helpers.reporting import results_markdown
+from helpers.experiment import checkpoint_dir, make_loader, make_logger, make_trainer, prepare_dataset_dir
+from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
 
 
@@ -36,7 +36,8 @@ def main(argv=None):
     trainer.fit(module, train_loader, test_loader)
     trainer.test(module, test_loader, ckpt_path="last", verbose=False)
 
-    print("\n" + results_markdown({"General Model": module.test_results}))
+    run_dir = checkpoint_dir(args.project_name, run_id).parent
+    print("\n" + write_results(run_dir, run_id, {"General Model": module.test_results}, {"general": complexity}))
     print(f"Run id: {run_id}  (checkpoint: {trainer.checkpoint_callback.last_model_path})")
     print("Fine-tune one model per device with:\n  " + stage2_command(args, run_id))
     return run_id, module.test_results

@@ -1,5 +1,9 @@
-"""Result tables in the layout of the organisers' README (accuracies in percent)."""
+"""Result tables in the layout of the organisers' README (accuracies in percent) and result files."""
+from pathlib import Path
+
 from dataset.dcase25 import CLASSES, DEVICES
+from helpers.complexity import complexity_markdown
+from helpers.files import write_json, write_text
 
 
 def _title(name: str) -> str:
@@ -31,3 +35,13 @@ def device_table(systems: dict) -> str:
 def results_markdown(systems: dict) -> str:
     return ("### Class-wise results\n\n" + class_table(systems)
             + "\n\n### Device-wise results\n\n" + device_table(systems) + "\n")
+
+
+def write_results(run_dir, run_id: str, systems: dict, complexity: dict, **extra) -> str:
+    """Write ``results.md`` and ``results.json`` into the run's folder; return the tables."""
+    tables = results_markdown(systems)
+    write_text(Path(run_dir) / "results.md", f"# Results of run {run_id}\n\n{tables}\n### Complexity\n\n"
+               + complexity_markdown(complexity) + "\n")
+    write_json(Path(run_dir) / "results.json", {"run_id": run_id, "results": systems,
+                                                "complexity": complexity, **extra})
+    return tables

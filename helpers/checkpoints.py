@@ -1,0 +1,93 @@
+"""Finding and reading checkpoints: this project's and the organisers' Lightning checkpoints."""
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from helpers.files import atomic_path
+
+NETWORK_FLAGS = ("n_classes", "in_channels", "base_channels", "channels_multiplier", "expansion_rate")
+# prefixes of the general model and of the device container in Lightning checkpoints
+GENERAL_PREFIXES = ("model.",)
+CONTAINER_PREFIXES = ("model.", "multi_device_model.")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be found or used; the message says which and what to do."""
+
+
+def run_dirs(project_name) -> list:
+    """Run folders under ``<project_name>/`` that hold a ``last.ckpt``, newest first."""
+    found = Path(project_name).glob("*/checkpoints/last.ckpt")
+    return [p.parents[1] for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def resolve_checkpoint(ckpt_id: str, project_name: str) -> Path:
+    """``--ckpt_id``: a run id (-> ``<project_name>/<id>/checkpoints/last.ckpt``) or a checkpoint path."""
+    as_path = Path(ckpt_id).expanduser()
+    if as_path.is_file():
+        return as_path
+    if as_path.suffix == ".ckpt" or os.sep in ckpt_id:
+        raise CheckpointError(f"--ckpt_id {ckpt_id}: no such checkpoint file.")
+    candidate = Path(project_name) / ckpt_id / "checkpoints" / "last.ckpt"
+    if candidate.is_file():
+        return candidate
+    runs = run_dirs(project_name)
+    listing = ("Runs with a checkpoint under " + f"{project_name}/ (newest first): "
+               + ", ".join(r.name for r in runs)) if runs else f"No run under {project_name}/ has a checkpoint yet."
+    raise CheckpointError(f"--ckpt_id {ckpt_id}: {candidate} does not exist. {listing} "
+                          "Pass one of these ids (with the same --project_name) or the path of a .ckpt file.")
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint without running any code stored in it (``weights_only=True``)."""
+    try:
+        from lightning.fabric.utilities.data import AttributeDict
+        safe = [argparse.Namespace, AttributeDict]
+        with torch.serialization.safe_globals(safe):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise CheckpointError(f"{path} could not be read as a checkpoint ({type(err).__name__}: {err}).") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint of this project or of the organisers' "
+                              "baseline (it has no 'state_dict').")
+    return checkpoint
+
+
+def _strip(state_dict: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def split_state_dict(checkpoint: dict) -> tuple:
+    """``("container", state)`` for a stage-2 checkpoint, ``("general", state)`` for a stage-1 one."""
+    state_dict = checkpoint["state_dict"]
+    for prefix in CONTAINER_PREFIXES:
+        container = _strip(state_dict, prefix)
+        if any(k.startswith("device_models.") for k in container):
+            return "container", container
+    for prefix in GENERAL_PREFIXES:
+        general = _strip(state_dict, prefix)
+        if general:
+            return "general", general
+    raise CheckpointError("The checkpoint holds no model weights under the prefixes "
+                          f"{', '.join(GENERAL_PREFIXES + CONTAINER_PREFIXES)}.")
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, checkpoint: dict, path, args=None) -> None:
+    """``load_state_dict(strict=True)``, explaining a mismatch by the network flags that differ."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        saved = checkpoint.get("hyper_parameters") or {}
+        differ = [f"--{f} {saved[f]} (this run: {getattr(args, f)})" for f in NETWORK_FLAGS
+                  if args is not None and f in saved and saved[f] != getattr(args, f)]
+        hint = ("It was trained with " + ", ".join(differ) + ": pass the same flags."
+                if differ else "Its network does not match the one built from this run's network flags.")
+        raise CheckpointError(f"{path} does not fit the network. {hint}") from err
+
+
+def save_checkpoint(checkpoint: dict, path) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return Path(path)

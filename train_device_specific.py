@@ -1,0 +1,132 @@
+"""Stage 2: fine-tune one copy of the general model per training device, then test the system.
+
+    python train_device_specific.py --ckpt_id <stage-1 run id>
+    python train_device_specific.py --ckpt_id <stage-2 run id> --evaluate --eval_dir DIR
+
+Each device's copy is trained only on that device's part of the 25 % split; at test time every
+clip goes through its device's model and devices without one use the general model.
+"""
+import json
+from pathlib import Path
+
+import lightning as L
+
+from dataset.dcase25 import TRAIN_DEVICES, test_rows, training_rows
+from helpers.checkpoints import (CheckpointError, load_checkpoint, load_weights, resolve_checkpoint,
+                                 save_checkpoint, split_state_dict)
+from helpers.cli import build_parser, parse_args
+from helpers.complexity import complexity_markdown, device_models_complexity, within_limits
+from helpers.experiment import checkpoint_dir, make_loader, make_logger, make_trainer, prepare_dataset_dir
+from helpers.files import write_json
+from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
+from helpers.reporting import write_results
+from models.asc_module import SceneClassifier, round_parameters_to_fp16
+from models.cp_mobile import Network, NetworkConfig
+from models.multi_device import MultiDeviceModel
+
+
+def build_parser_stage2():
+    parser = build_parser("device", __doc__)
+    stage2 = parser.add_argument_group("stage 2")
+    stage2.add_argument("--ckpt_id", type=str, required=True,
+                        help="stage-1 run id (or .ckpt path) to fine-tune; with --evaluate a stage-2 run id")
+    stage2.add_argument("--train_devices", nargs="+", default=TRAIN_DEVICES, help="devices that get their own model")
+    stage2.add_argument("--evaluate", action="store_true", help="predict the evaluation set with a stage-2 model")
+    stage2.add_argument("--eval_dir", type=str, default=None, help="evaluation set (audio/, evaluation_setup/)")
+    stage2.add_argument("--overwrite", action="store_true", help="replace an existing predictions folder")
+    return parser
+
+
+def main(argv=None):
+    args = parse_args(build_parser_stage2(), argv)
+    if args.seed is not None:
+        L.seed_everything(args.seed, workers=True)
+    if args.evaluate:
+        return evaluate(args)
+
+    dataset_dir = prepare_dataset_dir(args)
+    ckpt_path = resolve_checkpoint(args.ckpt_id, args.project_name)
+    checkpoint = load_checkpoint(ckpt_path)
+    kind, state = split_state_dict(checkpoint)
+    if kind != "general":
+        raise CheckpointError(f"{ckpt_path} is a stage-2 checkpoint; fine-tuning starts from a stage-1 run.")
+    general = Network(NetworkConfig.from_args(args))
+    load_weights(general, state, checkpoint, ckpt_path, args)
+    system = MultiDeviceModel(general, args.train_devices)
+    print(f"Loaded the general model from {ckpt_path}.")
+
+    logger, run_id, _ = make_logger(args)
+    config = vars(args)
+    for device in args.train_devices:
+        # each phase trains only this device's copy; its curves are logged as "<device>/..."
+        print(f"\n=== Fine-tuning the model of device {device} ===")
+        module = SceneClassifier(config, model=system.device_models[device], log_prefix=f"{device}/")
+        train_loader = make_loader(dataset_dir, training_rows(dataset_dir, args.split_dir, args.subset, [device]),
+                                   args, train=True)
+        val_loader = make_loader(dataset_dir, test_rows(dataset_dir, args.split_dir, [device]), args, train=False)
+        make_trainer(args, logger, run_id, checkpointing=False).fit(module, train_loader, val_loader)
+
+    run_dir = checkpoint_dir(args.project_name, run_id).parent
+    system_module = SceneClassifier(config, model=system)
+    ckpt_out = save_checkpoint({"state_dict": system_module.state_dict(), "hyper_parameters": config,
+                                "general_checkpoint": str(ckpt_path)}, run_dir / "checkpoints" / "last.ckpt")
+
+    complexity = device_models_complexity(system, system_module.frontend.input_shape())
+    logger.log_hyperparams({"complexity": complexity})
+    print("\n" + complexity_markdown(complexity))
+
+    # final test on the whole test split, 16-bit parameters, general model and device-specific system
+    test_loader = make_loader(dataset_dir, test_rows(dataset_dir, args.split_dir), args, train=False)
+    general_module = SceneClassifier(config, model=general, log_prefix="general/")
+    tester = make_trainer(args, logger, run_id, checkpointing=False)
+    tester.test(general_module, test_loader, verbose=False)
+    tester.test(system_module, test_loader, verbose=False)
+    results = {"General Model": general_module.test_results, "Device-specific Models": system_module.test_results}
+
+    report = write_results(run_dir, run_id, results, complexity, general_checkpoint=str(ckpt_path))
+    print("\n" + report)
+    print(f"Run id: {run_id}  (checkpoint: {ckpt_out}; results: {run_dir / 'results.md'})")
+    return run_id, results
+
+
+def evaluate(args):
+    """Predict the evaluation set with a stage-2 system and write ``predictions/<run id>/``."""
+    if not args.eval_dir:
+        raise SystemExit("--evaluate needs --eval_dir DIR, the evaluation set (audio/ and evaluation_setup/).")
+    ckpt_path = resolve_checkpoint(args.ckpt_id, args.project_name)
+    checkpoint = load_checkpoint(ckpt_path)
+    kind, state = split_state_dict(checkpoint)
+    if kind != "container":
+        raise CheckpointError(f"{ckpt_path} holds only a general model: --evaluate needs a stage-2 run.")
+    run_dir = ckpt_path.parents[1]
+    out_dir = Path("predictions") / run_dir.name
+    if out_dir.exists() and not args.overwrite:
+        raise SystemExit(f"{out_dir}/ exists already; pass --overwrite to replace its files.")
+
+    devices = list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("device_models.")))
+    system = MultiDeviceModel(Network(NetworkConfig.from_args(args)), devices)
+    load_weights(system, state, checkpoint, ckpt_path, args)
+    module = SceneClassifier(vars(args), model=system).eval()
+    complexity = device_models_complexity(system, module.frontend.input_shape())
+    print(complexity_markdown(complexity))
+    too_big = [name for name, c in complexity.items() if not within_limits(c)]
+    if too_big:
+        raise SystemExit(f"Refusing to write predictions: {', '.join(too_big)} exceed the complexity limits.")
+
+    rows = evaluation_rows(args.eval_dir)
+    loader = make_loader(args.eval_dir, rows, args, train=False, device_column="device_id")
+    round_parameters_to_fp16(system)
+    logits = predict_logits(module, loader)
+
+    results_file = run_dir / "results.json"
+    test_results = json.loads(results_file.read_text())["results"] if results_file.is_file() else None
+    out_csv = write_predictions_csv(out_dir / "output.csv", predictions_table(rows["filename"], logits))
+    write_json(out_dir / "info.json", {"run_id": run_dir.name, "checkpoint": str(ckpt_path),
+                                       "complexity": complexity, "test_results": test_results})
+    save_checkpoint(system.half().state_dict(), out_dir / "model_state_dict.pt")
+    print(f"Predictions for {len(rows)} files: {out_csv.resolve()}")
+    return out_csv
+
+
+if __name__ == "__main__":
+    main()
