@@ -1,0 +1,117 @@
+"""Both training scripts and the evaluation, run as a user runs them (subprocesses, wandb offline)
+on a tiny demo set. The runs are shared by the tests of this module."""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from dataset.dcase25 import CLASSES, DEVICES
+from dataset.demo import write_demo_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--n_epochs", "2", "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "2",
+        "--check_val_every_n_epoch", "1", "--wandb_mode", "offline"]
+
+
+def run_script(script, args, cwd):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env.update(HOME=str(cwd), WANDB_SILENT="true", PYTHONUNBUFFERED="1")  # no credentials: offline by default
+    result = subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    write_demo_dataset(root / "demo_data", scale=0.12)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stage1(workdir):
+    out = run_script("train_base.py", ["--demo", "--seed", "1", *TINY], workdir)
+    run_id = re.search(r"Run id: (\w+)", out).group(1)
+    return run_id, out
+
+
+@pytest.fixture(scope="module")
+def stage2(workdir, stage1):
+    out = run_script("train_device_specific.py",
+                     ["--demo", "--ckpt_id", stage1[0], "--n_epochs", "1", *TINY[2:]], workdir)
+    run_id = re.search(r"Run id: (\w+)", out).group(1)
+    return run_id, out
+
+
+def check_results(results):
+    assert set(f"acc.{c}" for c in CLASSES) <= results.keys()
+    assert set(f"acc.{d}" for d in DEVICES) <= results.keys()
+    assert {"acc", "macro_avg_acc", "acc.real", "acc.seen", "acc.unseen", "loss.airport", "loss.s4"} <= results.keys()
+    assert math.isclose(results["macro_avg_acc"], sum(results[f"acc.{c}"] for c in CLASSES) / 10, rel_tol=1e-9)
+    assert all(0.0 <= results[f"acc.{k}"] <= 1.0 for k in CLASSES + DEVICES)
+
+
+def test_stage1_writes_checkpoint_results_and_next_command(workdir, stage1):
+    run_id, out = stage1
+    ckpt = workdir / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    n_train = len(pd.read_csv(workdir / "demo_data" / "split_setup" / "split25.csv", sep="\t"))
+    assert checkpoint["global_step"] == 2 * math.ceil(n_train / 16)  # two full epochs of batch 16
+    assert "model.stages.s1.b1.block.0.0.weight" in checkpoint["state_dict"]
+    results = json.loads((workdir / "DCASE25_Task1" / run_id / "results.json").read_text())
+    check_results(results["results"]["General Model"])
+    assert results["complexity"]["general"]["macs"] == 29_419_156
+    assert "| General Model |" in out and "Macro Avg. Accuracy" in out
+    assert f"python train_device_specific.py --ckpt_id {run_id} --demo" in out
+    # wandb ran offline and logged on the trainer's step axis
+    assert list((workdir / "wandb").glob(f"offline-run-*-{run_id}"))
+
+
+def test_stage2_results_and_unseen_devices(workdir, stage2):
+    run_id, out = stage2
+    run_dir = workdir / "DCASE25_Task1" / run_id
+    results = json.loads((run_dir / "results.json").read_text())["results"]
+    general, system = results["General Model"], results["Device-specific Models"]
+    check_results(general)
+    check_results(system)
+    for device in ("s4", "s5", "s6"):
+        assert system[f"acc.{device}"] == general[f"acc.{device}"]
+        assert system[f"loss.{device}"] == pytest.approx(general[f"loss.{device}"], rel=1e-6)
+    assert system["acc.unseen"] == general["acc.unseen"]
+    assert "| Device-specific Models |" in (run_dir / "results.md").read_text()
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    assert "model.device_models.s3.feed_forward.0.weight" in state and "model.base_model.in_c.0.0.weight" in state
+    assert "| s3 | 29,419,156 | 61,148 | 122,296 | yes |" in out
+
+
+def test_evaluation_predictions(workdir, stage2):
+    run_id, _ = stage2
+    out = run_script("train_device_specific.py", ["--demo", "--ckpt_id", run_id, "--evaluate", "--eval_dir",
+                                                  str(workdir / "demo_data" / "eval"), "--num_workers", "0"], workdir)
+    folder = workdir / "predictions" / run_id
+    table = pd.read_csv(folder / "output.csv", sep="\t")
+    listed = pd.read_csv(workdir / "demo_data" / "eval" / "evaluation_setup" / "fold1_test.csv", sep="\t")
+    assert list(table.columns) == ["filename", "scene_label"] + CLASSES
+    assert table["filename"].tolist() == listed["filename"].tolist()
+    probabilities = table[CLASSES].to_numpy()
+    assert abs(probabilities.sum(axis=1) - 1).max() < 1e-5
+    assert (table["scene_label"] == [CLASSES[i] for i in probabilities.argmax(axis=1)]).all()
+    info = json.loads((folder / "info.json").read_text())
+    assert info["complexity"]["a"]["param_bytes"] == 122_296
+    assert info["test_results"]["Device-specific Models"]["macro_avg_acc"] >= 0
+    assert (folder / "model_state_dict.pt").is_file()
+    assert str(folder / "output.csv") in out
+    # a second run does not overwrite the folder without --overwrite
+    again = subprocess.run([sys.executable, str(REPO / "train_device_specific.py"), "--demo", "--ckpt_id", run_id,
+                            "--evaluate", "--eval_dir", str(workdir / "demo_data" / "eval")],
+                           cwd=workdir, capture_output=True, text=True, env={**os.environ, "HOME": str(workdir)})
+    assert again.returncode != 0 and "--overwrite" in again.stderr
