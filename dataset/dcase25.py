@@ -9,12 +9,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import av
-import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from dataset.audio import load_audio
 from models.frontend import roll_waveform
 
 CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square",
@@ -85,24 +84,6 @@ def select_split(meta: pd.DataFrame, split: pd.DataFrame, devices=None) -> pd.Da
     if devices is not None:
         rows = rows[rows["source_label"].isin(list(devices))]
     return rows.reset_index(drop=True)
-
-
-def load_audio(path) -> tuple:
-    """Decode an audio file with PyAV -> (float32 tensor ``[1, samples]`` in [-1, 1], sample rate).
-
-    Works for any PCM width (16- and 24-bit included); several channels are averaged to mono.
-    """
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        sample_rate = stream.rate
-        # planar float keeps rate and channels and handles the integer scaling for us
-        to_float = av.AudioResampler(format="fltp")
-        chunks = [out.to_ndarray() for frame in container.decode(stream) for out in to_float.resample(frame)]
-        chunks += [out.to_ndarray() for out in to_float.resample(None)]
-    if not chunks:
-        raise DataError(f"{path}: no audio samples could be decoded.")
-    audio = np.concatenate(chunks, axis=1).mean(axis=0, keepdims=True)
-    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sample_rate
 
 
 class AudioDataset(Dataset):

@@ -1,0 +1,29 @@
+"""Decoding audio files with PyAV (torchaudio 2.9+ no longer decodes files by itself).
+
+Kept free of the rest of the project, so that an exported submission package can carry it.
+"""
+import av
+import numpy as np
+import torch
+
+
+class AudioError(RuntimeError):
+    """An audio file that cannot be decoded."""
+
+
+def load_audio(path) -> tuple:
+    """Decode an audio file with PyAV -> (float32 tensor ``[1, samples]`` in [-1, 1], sample rate).
+
+    Works for any PCM width (16- and 24-bit included); several channels are averaged to mono.
+    """
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        sample_rate = stream.rate
+        # planar float keeps rate and channels and handles the integer scaling for us
+        to_float = av.AudioResampler(format="fltp")
+        chunks = [out.to_ndarray() for frame in container.decode(stream) for out in to_float.resample(frame)]
+        chunks += [out.to_ndarray() for out in to_float.resample(None)]
+    if not chunks:
+        raise AudioError(f"{path}: no audio samples could be decoded.")
+    audio = np.concatenate(chunks, axis=1).mean(axis=0, keepdims=True)
+    return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sample_rate
