@@ -10,7 +10,8 @@ import lightning as L
 from dataset.dcase25 import test_rows, training_rows
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import model_complexity
-from helpers.experiment import checkpoint_dir, make_loader, make_logger, make_trainer, prepare_dataset_dir
+from helpers.experiment import (checkpoint_dir, input_sample_rate, make_loader, make_logger, make_trainer,
+                                open_cache, prepare_dataset_dir, say)
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
 
@@ -21,25 +22,31 @@ def main(argv=None):
         L.seed_everything(args.seed, workers=True)
 
     dataset_dir = prepare_dataset_dir(args)
-    train_loader = make_loader(dataset_dir, training_rows(dataset_dir, args.split_dir, args.subset), args, train=True)
-    test_loader = make_loader(dataset_dir, test_rows(dataset_dir, args.split_dir), args, train=False)
-
-    module = SceneClassifier(vars(args))
-    complexity = model_complexity(module.model, module.frontend.input_shape())
-    print(f"Model: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
-          f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
-
     logger, run_id, _ = make_logger(args)
-    logger.log_hyperparams({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
     trainer = make_trainer(args, logger, run_id)
+
+    train = training_rows(dataset_dir, args.split_dir, args.subset)
+    test = test_rows(dataset_dir, args.split_dir)
+    train_loader = make_loader(dataset_dir, train, args, train=True, trainer=trainer,
+                               cache=open_cache(args, dataset_dir, train))
+    test_loader = make_loader(dataset_dir, test, args, train=False, trainer=trainer,
+                              cache=open_cache(args, dataset_dir, test))
+
+    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args))
+    complexity = model_complexity(module.model, module.frontend.input_shape())
+    say(f"Model: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
+        f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
+    logger.log_hyperparams({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
+
     # the test split doubles as the validation set, as in the organisers' recipe
     trainer.fit(module, train_loader, test_loader)
     trainer.test(module, test_loader, ckpt_path="last", verbose=False)
 
-    run_dir = checkpoint_dir(args.project_name, run_id).parent
-    print("\n" + write_results(run_dir, run_id, {"General Model": module.test_results}, {"general": complexity}))
-    print(f"Run id: {run_id}  (checkpoint: {trainer.checkpoint_callback.last_model_path})")
-    print("Fine-tune one model per device with:\n  " + stage2_command(args, run_id))
+    if trainer.is_global_zero:
+        run_dir = checkpoint_dir(args.project_name, run_id).parent
+        print("\n" + write_results(run_dir, run_id, {"General Model": module.test_results}, {"general": complexity}))
+        print(f"Run id: {run_id}  (checkpoint: {trainer.checkpoint_callback.last_model_path})")
+        print("Fine-tune one model per device with:\n  " + stage2_command(args, run_id))
     return run_id, module.test_results
 
 

@@ -10,13 +10,15 @@ import json
 from pathlib import Path
 
 import lightning as L
+import torch
 
-from dataset.dcase25 import TRAIN_DEVICES, test_rows, training_rows
+from dataset.dcase25 import TRAIN_DEVICES, of_devices, test_rows, training_rows
 from helpers.checkpoints import (CheckpointError, load_checkpoint, load_weights, resolve_checkpoint,
                                  save_checkpoint, split_state_dict)
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import complexity_markdown, device_models_complexity, within_limits
-from helpers.experiment import checkpoint_dir, make_loader, make_logger, make_trainer, prepare_dataset_dir
+from helpers.experiment import (checkpoint_dir, input_sample_rate, make_loader, make_logger, make_trainer,
+                                open_cache, prepare_dataset_dir, say)
 from helpers.files import write_json
 from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
 from helpers.reporting import write_results
@@ -53,39 +55,44 @@ def main(argv=None):
     general = Network(NetworkConfig.from_args(args))
     load_weights(general, state, checkpoint, ckpt_path, args)
     system = MultiDeviceModel(general, args.train_devices)
-    print(f"Loaded the general model from {ckpt_path}.")
+    say(f"Loaded the general model from {ckpt_path}.")
 
     logger, run_id, _ = make_logger(args)
-    config = vars(args)
+    config, rate = vars(args), input_sample_rate(args)
+    train, test = training_rows(dataset_dir, args.split_dir, args.subset), test_rows(dataset_dir, args.split_dir)
+    train_cache, test_cache = open_cache(args, dataset_dir, train), open_cache(args, dataset_dir, test)
     for device in args.train_devices:
         # each phase trains only this device's copy; its curves are logged as "<device>/..."
-        print(f"\n=== Fine-tuning the model of device {device} ===")
-        module = SceneClassifier(config, model=system.device_models[device], log_prefix=f"{device}/")
-        train_loader = make_loader(dataset_dir, training_rows(dataset_dir, args.split_dir, args.subset, [device]),
-                                   args, train=True)
-        val_loader = make_loader(dataset_dir, test_rows(dataset_dir, args.split_dir, [device]), args, train=False)
-        make_trainer(args, logger, run_id, checkpointing=False).fit(module, train_loader, val_loader)
+        say(f"\n=== Fine-tuning the model of device {device} ===")
+        module = SceneClassifier(config, model=system.device_models[device], log_prefix=f"{device}/",
+                                 input_sample_rate=rate)
+        trainer = make_trainer(args, logger, run_id, checkpointing=False)
+        trainer.fit(module,
+                    make_loader(dataset_dir, of_devices(train, device), args, True, trainer, train_cache),
+                    make_loader(dataset_dir, of_devices(test, device), args, False, trainer, test_cache))
 
     run_dir = checkpoint_dir(args.project_name, run_id).parent
-    system_module = SceneClassifier(config, model=system)
-    ckpt_out = save_checkpoint({"state_dict": system_module.state_dict(), "hyper_parameters": config,
-                                "general_checkpoint": str(ckpt_path)}, run_dir / "checkpoints" / "last.ckpt")
+    system_module = SceneClassifier(config, model=system, input_sample_rate=rate)
+    if trainer.is_global_zero:
+        save_checkpoint({"state_dict": system_module.state_dict(), "hyper_parameters": config,
+                         "general_checkpoint": str(ckpt_path)}, run_dir / "checkpoints" / "last.ckpt")
 
     complexity = device_models_complexity(system, system_module.frontend.input_shape())
     logger.log_hyperparams({"complexity": complexity})
-    print("\n" + complexity_markdown(complexity))
+    say("\n" + complexity_markdown(complexity))
 
     # final test on the whole test split, 16-bit parameters, general model and device-specific system
-    test_loader = make_loader(dataset_dir, test_rows(dataset_dir, args.split_dir), args, train=False)
-    general_module = SceneClassifier(config, model=general, log_prefix="general/")
     tester = make_trainer(args, logger, run_id, checkpointing=False)
+    test_loader = make_loader(dataset_dir, test, args, False, tester, test_cache)
+    general_module = SceneClassifier(config, model=general, log_prefix="general/", input_sample_rate=rate)
     tester.test(general_module, test_loader, verbose=False)
     tester.test(system_module, test_loader, verbose=False)
     results = {"General Model": general_module.test_results, "Device-specific Models": system_module.test_results}
 
-    report = write_results(run_dir, run_id, results, complexity, general_checkpoint=str(ckpt_path))
-    print("\n" + report)
-    print(f"Run id: {run_id}  (checkpoint: {ckpt_out}; results: {run_dir / 'results.md'})")
+    if tester.is_global_zero:
+        print("\n" + write_results(run_dir, run_id, results, complexity, general_checkpoint=str(ckpt_path)))
+        print(f"Run id: {run_id}  (checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}; "
+              f"results: {run_dir / 'results.md'})")
     return run_id, results
 
 
@@ -113,10 +120,13 @@ def evaluate(args):
     if too_big:
         raise SystemExit(f"Refusing to write predictions: {', '.join(too_big)} exceed the complexity limits.")
 
+    # each device's files are predicted together in full batches, then put back in the csv's order
     rows = evaluation_rows(args.eval_dir)
-    loader = make_loader(args.eval_dir, rows, args, train=False, device_column="device_id")
+    by_device = rows.sort_values("device_id", kind="stable")
     round_parameters_to_fp16(system)
-    logits = predict_logits(module, loader)
+    sorted_logits = predict_logits(module, make_loader(args.eval_dir, by_device, args, False, device_column="device_id"))
+    logits = torch.empty_like(sorted_logits)
+    logits[torch.as_tensor(by_device.index.to_numpy())] = sorted_logits
 
     results_file = run_dir / "results.json"
     test_results = json.loads(results_file.read_text())["results"] if results_file.is_file() else None

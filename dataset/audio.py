@@ -27,3 +27,13 @@ def load_audio(path) -> tuple:
         raise AudioError(f"{path}: no audio samples could be decoded.")
     audio = np.concatenate(chunks, axis=1).mean(axis=0, keepdims=True)
     return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sample_rate
+
+
+def fit_length(waveform: torch.Tensor, n_samples: int) -> tuple:
+    """Pad with zeros or cut ``[channels, samples]`` to ``n_samples``; returns (waveform, whether it changed)."""
+    length = waveform.shape[-1]
+    if length == n_samples:
+        return waveform, False
+    if length > n_samples:
+        return waveform[..., :n_samples], True
+    return torch.nn.functional.pad(waveform, (0, n_samples - length)), True

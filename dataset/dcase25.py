@@ -90,10 +90,12 @@ class AudioDataset(Dataset):
     """Clips of a selection of ``meta.csv`` -> ``(waveform [1, samples], label, device, filename)``.
 
     ``label`` is the index into ``CLASSES`` (-1 when the rows carry no scene label);
-    ``roll_samples`` > 0 rolls each waveform by a random shift (training augmentation).
+    ``roll_samples`` > 0 rolls each waveform by a random shift (training augmentation). With an
+    ``AudioCache`` the waveforms come from it, already resampled, instead of from the wav files.
     """
 
-    def __init__(self, dataset_dir, rows: pd.DataFrame, roll_samples: int = 0, device_column="source_label"):
+    def __init__(self, dataset_dir, rows: pd.DataFrame, roll_samples: int = 0, device_column="source_label",
+                 cache=None):
         self.dataset_dir = Path(dataset_dir)
         self.files = rows["filename"].tolist()
         self.devices = rows[device_column].astype(str).tolist()
@@ -102,12 +104,16 @@ class AudioDataset(Dataset):
         else:
             self.labels = [-1] * len(self.files)
         self.roll_samples = roll_samples
+        self.cache = cache
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, index):
-        waveform, _ = load_audio(self.dataset_dir / self.files[index])
+        if self.cache is not None:
+            waveform = self.cache.waveform(self.files[index])
+        else:
+            waveform, _ = load_audio(self.dataset_dir / self.files[index])
         waveform = roll_waveform(waveform, self.roll_samples)
         return waveform, self.labels[index], self.devices[index], self.files[index]
 
@@ -125,6 +131,12 @@ def test_rows(dataset_dir, split_dir, devices=None) -> pd.DataFrame:
     """The rows of the development-test split (used for validation and the final test)."""
     split = read_csv(split_file(split_dir, "test.csv"))
     return _non_empty(select_split(read_meta(dataset_dir), split, devices), "test.csv", devices)
+
+
+def of_devices(rows: pd.DataFrame, devices) -> pd.DataFrame:
+    """The rows recorded by ``devices``; an empty selection is an error, not an empty epoch."""
+    devices = [devices] if isinstance(devices, str) else list(devices)
+    return _non_empty(rows[rows["source_label"].isin(devices)], "the selection", devices)
 
 
 def _non_empty(rows, name, devices):

@@ -12,8 +12,10 @@ STAGE_DEFAULTS = {
 # --demo scales the recipe down to the demo set (about 1,400 training clips) so it ends in minutes.
 # Flags given on the command line still win.
 DEMO_DEFAULTS = {
-    "base": dict(n_epochs=12, batch_size=64, warmup_steps=60, check_val_every_n_epoch=4, num_workers=2),
-    "device": dict(n_epochs=6, batch_size=32, warmup_steps=10, check_val_every_n_epoch=3, num_workers=2),
+    "base": dict(n_epochs=12, batch_size=64, warmup_steps=60, check_val_every_n_epoch=4, num_workers=2,
+                 cache_dir="cache"),
+    "device": dict(n_epochs=6, batch_size=32, warmup_steps=10, check_val_every_n_epoch=3, num_workers=2,
+                   cache_dir="cache"),
 }
 
 
@@ -26,7 +28,14 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
                          help="wandb project; checkpoints go to <project_name>/<run id>/checkpoints/")
     general.add_argument("--experiment_name", type=str)
     general.add_argument("--num_workers", type=int, default=8, help="DataLoader worker processes")
-    general.add_argument("--precision", type=str, default="32", help="Lightning precision: 32, 16-mixed, bf16-mixed")
+    general.add_argument("--precision", type=str, default="32",
+                         choices=["32", "16-mixed", "bf16-mixed", "32-true", "16", "bf16"],
+                         help="Lightning precision (bf16-mixed also works on a CPU)")
+    general.add_argument("--accelerator", type=str, default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
+    general.add_argument("--devices", type=str, default="1",
+                         help="devices per node for Lightning (a number, a list like 0,1, or auto)")
+    general.add_argument("--num_nodes", type=int, default=1, help="machines of a distributed run")
+    general.add_argument("--strategy", type=str, default="auto", help="Lightning strategy, e.g. ddp")
     general.add_argument("--check_val_every_n_epoch", type=int, default=10)
     general.add_argument("--seed", type=int, default=None, help="seed everything (default: not seeded)")
     general.add_argument("--wandb_mode", choices=["online", "offline", "disabled"], default=None,
@@ -40,6 +49,8 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     data.add_argument("--demo", action="store_true",
                       help="use the built-in synthetic demo set (written on first use) with a shortened recipe")
     data.add_argument("--demo_dir", type=str, default="demo_data", help="where the demo set lives")
+    data.add_argument("--cache_dir", type=str, default=None,
+                      help="decode and resample every clip once into a memory-mapped cache here, reused later")
     data.add_argument("--orig_sample_rate", type=int, default=44100)
     data.add_argument("--subset", type=int, default=25, help="training split in percent (the rules allow 25 only)")
 
@@ -85,4 +96,5 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         args.dataset_dir = args.dataset_dir or args.demo_dir
         if args.split_dir == parser.get_default("split_dir"):
             args.split_dir = os.path.join(args.dataset_dir, "split_setup")
+    args.devices = int(args.devices) if args.devices.isdigit() else args.devices
     return args

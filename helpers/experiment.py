@@ -1,4 +1,6 @@
 """Run set-up shared by both scripts: data location, loaders, logger, trainer and checkpoints."""
+import functools
+import hashlib
 import netrc
 import os
 import secrets
@@ -9,9 +11,15 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader, DistributedSampler
 
+from dataset.cache import AudioCache
 from dataset.dcase25 import AudioDataset, resolve_dataset_dir
+
+
+say = rank_zero_only(print)  # messages for the user, once per distributed run
 
 
 def prepare_dataset_dir(args) -> Path:
@@ -31,21 +39,49 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+@functools.lru_cache(maxsize=None)  # say it once per run, not once per loader
 def effective_num_workers(requested: int) -> int:
     cpus = available_cpus()
     if requested > cpus:
-        print(f"--num_workers {requested} capped at {cpus}, the number of CPU cores available.")
+        say(f"--num_workers {requested} capped at {cpus}, the number of CPU cores available.")
         return cpus
     return requested
 
 
-def make_loader(dataset_dir, rows, args, train: bool, device_column="source_label") -> DataLoader:
-    """A DataLoader over ``rows``; training loaders shuffle and roll the waveform."""
-    roll_samples = int(args.orig_sample_rate * args.roll_sec) if train else 0
+def input_sample_rate(args) -> int:
+    """The rate at which audio reaches the front end: cached audio is already resampled."""
+    return args.sample_rate if args.cache_dir else args.orig_sample_rate
+
+
+def open_cache(args, dataset_dir, rows):
+    """The audio cache holding ``rows`` (built on first use), or None without ``--cache_dir``."""
+    if not args.cache_dir:
+        return None
+    return AudioCache.open_or_build(args.cache_dir, dataset_dir, rows["filename"].tolist(), args.sample_rate,
+                                    num_workers=effective_num_workers(args.num_workers))
+
+
+def make_loader(dataset_dir, rows, args, train: bool, trainer=None, cache=None,
+                device_column="source_label") -> DataLoader:
+    """A DataLoader over ``rows``. Training loaders shuffle and roll the waveform by up to
+    ``--roll_sec``; evaluation loaders keep each device's clips together so that a device model
+    sees full batches. Under DDP (``trainer`` with several processes) each process gets its share:
+    shuffled for training, and for evaluation every clip exactly once (no padding duplicates)."""
+    rate = input_sample_rate(args) if cache is not None else args.orig_sample_rate
+    roll_samples = int(rate * args.roll_sec) if train else 0
+    if not train:
+        rows = rows.sort_values(device_column, kind="stable")
+    dataset = AudioDataset(dataset_dir, rows, roll_samples=roll_samples, device_column=device_column, cache=cache)
+    sampler = None
+    if trainer is not None and trainer.world_size > 1:
+        if train:
+            sampler = DistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=True,
+                                         seed=args.seed or 0)
+        else:
+            sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
     workers = effective_num_workers(args.num_workers)
-    return DataLoader(AudioDataset(dataset_dir, rows, roll_samples=roll_samples, device_column=device_column),
-                      batch_size=args.batch_size, shuffle=train, num_workers=workers,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
 def wandb_has_credentials() -> bool:
@@ -68,9 +104,26 @@ def resolve_wandb_mode(requested=None) -> str:
     return "online" if wandb_has_credentials() else "offline"
 
 
+RUN_ID_ENV = "DCASE25_RUN_ID"
+
+
 def new_run_id() -> str:
-    """Eight lowercase letters and digits, the form of a wandb run id."""
-    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    """Eight lowercase letters and digits, the form of a wandb run id.
+
+    Every process of a distributed run must agree on it: processes that Lightning starts inherit
+    it through ``$DCASE25_RUN_ID``; processes started by torchrun or SLURM derive it from their
+    launcher's job id."""
+    if os.environ.get(RUN_ID_ENV):
+        return os.environ[RUN_ID_ENV]
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+    alphabet = string.ascii_lowercase + string.digits
+    if job and job != "none":
+        digest = hashlib.sha256(job.encode()).digest()
+        run_id = "".join(alphabet[b % len(alphabet)] for b in digest[:8])
+    else:
+        run_id = "".join(secrets.choice(alphabet) for _ in range(8))
+    os.environ[RUN_ID_ENV] = run_id
+    return run_id
 
 
 def make_logger(args, run_id=None):
@@ -83,7 +136,7 @@ def make_logger(args, run_id=None):
     logger = WandbLogger(project=args.project_name, name=args.experiment_name, id=run_id, mode=mode,
                          save_dir=".", config={k: v for k, v in vars(args).items() if not k.startswith("_")})
     if mode == "offline":
-        print("wandb is offline (no credentials found); sync the run later with: wandb sync --sync-all")
+        say("wandb is offline (no credentials found); sync the run later with: wandb sync --sync-all")
     return logger, run_id, mode
 
 
@@ -103,8 +156,11 @@ def make_trainer(args, logger, run_id, checkpointing=True, **kwargs) -> L.Traine
         logger=logger,
         callbacks=callbacks,
         enable_checkpointing=checkpointing,
-        accelerator="auto",
-        devices=1,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        use_distributed_sampler=False,  # make_loader shards the data itself (see there)
         precision=args.precision,
         check_val_every_n_epoch=args.check_val_every_n_epoch,
         num_sanity_val_steps=0,

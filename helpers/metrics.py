@@ -38,7 +38,7 @@ class SceneDeviceAccuracy(Metric):
         self.loss_sum.index_put_(cell, losses, accumulate=True)
 
     def compute(self) -> dict:
-        """Flat ``{name: value}``: ``acc``, ``macro_avg_acc``, ``loss``, then ``acc.<x>`` and ``loss.<x>``
+        """Flat ``{name: value}``: ``count``, ``acc``, ``macro_avg_acc``, ``loss``, then ``acc.<x>`` and ``loss.<x>``
         for every class, device and device group that has clips (accuracies as fractions)."""
         results = {}
 
@@ -47,6 +47,7 @@ class SceneDeviceAccuracy(Metric):
                 results[f"acc.{name}" if name else "acc"] = correct / count
                 results[f"loss.{name}" if name else "loss"] = loss_sum / count
 
+        results["count"] = self.count.sum()  # clips seen, over all processes
         add("", self.correct.sum(), self.count.sum(), self.loss_sum.sum())
         for i, label in enumerate(self.classes):
             add(label, self.correct[:, i].sum(), self.count[:, i].sum(), self.loss_sum[:, i].sum())

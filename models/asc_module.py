@@ -17,10 +17,14 @@ class SceneClassifier(L.LightningModule):
     network built from the flags; a model that routes by device takes ``(x, devices)``.
     """
 
-    def __init__(self, config: dict, model: torch.nn.Module = None, log_prefix: str = ""):
+    def __init__(self, config: dict, model: torch.nn.Module = None, log_prefix: str = "",
+                 input_sample_rate: int = None):
         super().__init__()
         self.save_hyperparameters(config)
         self.frontend = LogMelFrontEnd.from_args(self.hparams)
+        if input_sample_rate is not None:  # audio that arrives already resampled (the audio cache)
+            self.frontend.resample = LogMelFrontEnd(orig_sample_rate=input_sample_rate,
+                                                    sample_rate=self.hparams.sample_rate).resample
         self.model = model if model is not None else Network(NetworkConfig.from_args(self.hparams))
         self.log_prefix = log_prefix
         self.val_metrics = SceneDeviceAccuracy()
@@ -73,10 +77,11 @@ class SceneClassifier(L.LightningModule):
     @torch.no_grad()
     def inference_logits(self, waveform, devices=None):
         """Logits as at inference, once ``round_parameters_to_fp16`` has been applied: 16-bit inputs
-        and parameters (computed on in 32 bits on a CPU)."""
-        features = self.frontend(waveform)
-        features = features.half().to(next(self.model.parameters()).dtype)
-        return self.classify(features, devices)
+        and parameters (computed on in 32 bits on a CPU), never under a training autocast."""
+        with torch.autocast(waveform.device.type, enabled=False):
+            features = self.frontend(waveform.float())
+            features = features.half().to(next(self.model.parameters()).dtype)
+            return self.classify(features, devices)
 
     def on_test_epoch_end(self):
         self.test_results = self.test_metrics.compute()
@@ -86,7 +91,9 @@ class SceneClassifier(L.LightningModule):
     def _log_results(self, stage, results):
         if self.trainer.sanity_checking:
             return
-        self.log_dict({f"{self.log_prefix}{stage}/{name}": value for name, value in results.items()})
+        # the values are already reduced over all processes by torchmetrics
+        self.log_dict({f"{self.log_prefix}{stage}/{name}": value for name, value in results.items()},
+                      rank_zero_only=True)
 
 
 def round_parameters_to_fp16(model: torch.nn.Module) -> torch.nn.Module:

@@ -115,3 +115,25 @@ def test_evaluation_predictions(workdir, stage2):
                             "--evaluate", "--eval_dir", str(workdir / "demo_data" / "eval")],
                            cwd=workdir, capture_output=True, text=True, env={**os.environ, "HOME": str(workdir)})
     assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def test_stage1_with_two_ddp_processes(workdir):
+    """Two CPU processes (gloo): every test clip is counted exactly once, files are written once."""
+    out = run_script("train_base.py", ["--demo", "--project_name", "DDP", "--accelerator", "cpu", "--devices", "2",
+                                       "--strategy", "ddp", *TINY[:-2], "--wandb_mode", "disabled"], workdir)
+    assert out.count("Run id:") == 1
+    run_id = re.search(r"Run id: (\w+)", out).group(1)
+    results = json.loads((workdir / "DDP" / run_id / "results.json").read_text())["results"]["General Model"]
+    n_test = len(pd.read_csv(workdir / "demo_data" / "split_setup" / "test.csv", sep="\t"))
+    assert results["count"] == n_test
+    check_results(results)
+    assert [p.name for p in (workdir / "DDP").iterdir()] == [run_id]
+    assert (workdir / "DDP" / run_id / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bf16_mixed_precision_on_cpu_with_the_audio_cache(workdir):
+    out = run_script("train_base.py", ["--demo", "--project_name", "BF16", "--precision", "bf16-mixed",
+                                       "--cache_dir", "audio_cache", "--n_epochs", "1", *TINY[2:]], workdir)
+    run_id = re.search(r"Run id: (\w+)", out).group(1)
+    check_results(json.loads((workdir / "BF16" / run_id / "results.json").read_text())["results"]["General Model"])
+    assert len(list((workdir / "audio_cache").glob("*.npy"))) == 2  # the training split and the test split

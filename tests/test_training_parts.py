@@ -61,7 +61,7 @@ def _hand_metrics(logits, labels, devices):
     def loss(idx):
         return sum(losses[i] for i in idx) / len(idx)
 
-    out = {"acc": acc(range(n)), "loss": loss(range(n))}
+    out = {"count": n, "acc": acc(range(n)), "loss": loss(range(n))}
     per_class = []
     for c, name in enumerate(CLASSES):
         idx = [i for i in range(n) if labels[i] == c]
