@@ -1,0 +1,268 @@
+"""The exported submission package: export from a stage-2 checkpoint, install it into a temporary
+virtual environment, and use it as the organisers do, from a process that cannot see this repository."""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from dataset.audio import load_audio
+from dataset.dcase25 import CLASSES
+from dataset.demo import write_demo_dataset
+from helpers.cli import build_parser, parse_args
+from helpers.submission import ExportError, export_submission, rewrite_imports
+from models.asc_module import SceneClassifier, round_parameters_to_fp16
+from models.cp_mobile import Network, NetworkConfig
+from models.multi_device import MultiDeviceModel
+
+REPO = Path(__file__).resolve().parents[1]
+LABEL = "Test_TEST_task1"
+DEVICES = ["a", "b", "c", "s1", "s2", "s3"]
+
+
+def perturb(model, seed):
+    """Distinct, non-trivial weights and batch-norm statistics (a stand-in for training)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=generator))
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.add_(0.1 * torch.randn(b.shape, generator=generator))
+            elif name.endswith("running_var"):
+                b.mul_(1 + 0.5 * torch.rand(b.shape, generator=generator))
+
+
+def save_stage2_run(root, run_id, flags=()):
+    """A checkpoint in the format of train_device_specific.py: the SceneClassifier's state dict
+    (``model.base_model.*``, ``model.device_models.<device>.*``, ``frontend.*``) and the flags."""
+    args = parse_args(build_parser("device", ""), ["--demo", "--demo_dir", str(root / "demo_data"), *flags])
+    config = vars(args)
+    general = Network(NetworkConfig.from_args(args))
+    perturb(general, 0)
+    system = MultiDeviceModel(general, DEVICES)
+    for i, device in enumerate(DEVICES):
+        perturb(system.device_models[device], i + 1)
+    path = root / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": SceneClassifier(config, model=system).state_dict(), "hyper_parameters": config}, path)
+    return config, system
+
+
+def run(cmd, cwd, env=None, check=True):
+    result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def tree_digests(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Index 1 and 2 exported by the command line, index 4 (over the limits) by the helper."""
+    root = tmp_path_factory.mktemp("submission")
+    write_demo_dataset(root / "demo_data", scale=0.1)
+    config, system = save_stage2_run(root, "run1")
+    save_stage2_run(root, "big", ["--base_channels", "64"])
+    export = [sys.executable, REPO / "export_submission.py", "--project_name", root / "DCASE25_Task1",
+              "--submission_name", LABEL, "--out_dir", root / "submissions"]
+    out1 = run([*export, "--ckpt_id", "run1", "--submission_index", "1"], cwd=root).stdout
+    package = root / "submissions" / LABEL
+    first = tree_digests(package)
+    run([*export, "--ckpt_id", root / "DCASE25_Task1" / "run1" / "checkpoints" / "last.ckpt",
+         "--submission_index", "2"], cwd=root)
+    with pytest.raises(ExportError, match="exceed the complexity limits"):
+        export_submission(root / "DCASE25_Task1" / "big" / "checkpoints" / "last.ckpt", LABEL, 3,
+                          root / "submissions")
+    export_submission(root / "DCASE25_Task1" / "big" / "checkpoints" / "last.ckpt", LABEL, 4,
+                      root / "submissions", check_limits=False)
+    return {"root": root, "config": config, "system": system, "package": package, "first": first, "out1": out1}
+
+
+@pytest.fixture(scope="module")
+def venv(exported):
+    """A fresh virtual environment that sees this interpreter's site-packages (torch, ...) but not the
+    repository, with the package installed into it by pip, offline."""
+    root = exported["root"]
+    run([sys.executable, "-m", "venv", "--without-pip", root / "venv"], cwd=root)
+    python = root / "venv" / "bin" / "python"
+    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=root).stdout.strip()
+    Path(purelib, "outer_site_packages.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    build = root / "build_copy"  # pip builds in the source folder; keep the exported one untouched
+    shutil.copytree(exported["package"], build)
+    run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", build], cwd=root)
+    workdir = root / "outside"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    return {"python": python, "cwd": workdir, "env": env}
+
+
+def test_package_layout_and_second_index_leaves_first_untouched(exported):
+    package, label_dir = exported["package"], exported["package"] / LABEL
+    for name in ("pyproject.toml", "test_complexity.py", "evaluate_submission.py", f"{LABEL}/__init__.py",
+                 f"{LABEL}/{LABEL}_1.py", f"{LABEL}/{LABEL}_2.py", f"{LABEL}/{LABEL}_4.py",
+                 f"{LABEL}/ckpts/{LABEL}_1.pt", f"{LABEL}/models/cp_mobile.py", f"{LABEL}/models/multi_device.py",
+                 f"{LABEL}/models/frontend.py", f"{LABEL}/audio.py", f"{LABEL}/resources/dummy.wav",
+                 f"{LABEL}/resources/test.csv"):
+        assert (package / name).is_file(), name
+    assert not (label_dir / f"{LABEL}_3.py").exists()  # refused: over the limits
+    after = tree_digests(package)
+    assert {k: after[k] for k in exported["first"]} == exported["first"]
+    assert f'SUBMISSION_INDEX = 2' in (label_dir / f"{LABEL}_2.py").read_text()
+    # 16-bit parameters, read without running code
+    state = torch.load(label_dir / "ckpts" / f"{LABEL}_1.pt", weights_only=True)["state_dict"]
+    assert {v.dtype for k, v in state.items() if "num_batches_tracked" not in k} == {torch.float16}
+    assert "device_models.s3.feed_forward.0.weight" in state
+    # the copied code is the project's, with relative imports, not kept twice in the repository
+    assert (label_dir / "models" / "cp_mobile.py").read_text() == (REPO / "models" / "cp_mobile.py").read_text()
+    assert not list(REPO.glob("submission_template/**/cp_mobile.py"))
+    wav = load_audio(label_dir / "resources" / "dummy.wav")
+    assert wav[0].shape == (1, 44100) and wav[1] == 44100
+    assert "| s3 | 29,419,156 | 61,148 | 122,296 | yes |" in exported["out1"]
+
+
+def test_export_refusals(exported, tmp_path):
+    ckpt = exported["root"] / "DCASE25_Task1" / "run1" / "checkpoints" / "last.ckpt"
+    out = exported["root"] / "submissions"
+    for label in ("demo_task1", "Lastname_INST_task2", "Müller_JKU_task1", "Smith-Jones_X_task1", ""):
+        with pytest.raises(ExportError, match="Lastname"):
+            export_submission(ckpt, label, 1, tmp_path)
+    for index in (0, 5, True):
+        with pytest.raises(ExportError, match="1 to 4"):
+            export_submission(ckpt, LABEL, index, tmp_path)
+    before = tree_digests(exported["package"])
+    again = run([sys.executable, REPO / "export_submission.py", "--ckpt_id", ckpt, "--submission_name", LABEL,
+                 "--submission_index", "1", "--out_dir", out], cwd=tmp_path, check=False)
+    assert again.returncode != 0 and "--overwrite" in again.stderr
+    bad = run([sys.executable, REPO / "export_submission.py", "--ckpt_id", ckpt, "--submission_name", "lastname_inst",
+               "--submission_index", "1", "--out_dir", tmp_path], cwd=tmp_path, check=False)
+    assert bad.returncode != 0 and "Schmid_CPJKU_task1" in bad.stderr
+    assert tree_digests(exported["package"]) == before
+    assert not list(tmp_path.glob("*/"))  # nothing written for refused labels
+
+
+def test_rewrite_imports_makes_project_imports_relative():
+    source = "import torch\nfrom models.cp_mobile import Network\nfrom dataset.audio import load_audio\n"
+    rewritten = rewrite_imports(source, "models/frontend.py")
+    assert "from ..models.cp_mobile import Network" in rewritten and "from ..audio import load_audio" in rewritten
+    assert "from .models.cp_mobile import Network" in rewrite_imports(source, "dataset/audio.py")
+    with pytest.raises(ExportError, match="helpers.files"):
+        rewrite_imports("from helpers.files import write_text\n", "models/frontend.py")
+
+
+PROBE = r"""
+import importlib, json, sys
+import torch
+try:
+    import models  # the repository must not be visible
+    sys.exit("the repository's modules are importable")
+except ImportError:
+    pass
+api = importlib.import_module("{label}.{label}_1")
+files, devices = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+model = api.load_model()
+inputs = api.load_inputs(files, devices, model)
+logits, classes = api.predict(files, devices, use_cuda=False)
+backwards, _ = api.predict(files[::-1], devices[::-1], use_cuda=False, batch_size=3)
+general = api.get_model_for_device(model, "unknown")
+torch.save({{"logits": torch.stack(logits), "backwards": torch.stack(backwards)}}, "probe.pt")
+print(json.dumps({{
+    "module_file": api.__file__,
+    "is_module": isinstance(model, torch.nn.Module),
+    "inputs": [[list(x.shape), str(x.dtype)] for x in inputs],
+    "logits": [[type(x).__name__, list(x.shape), str(x.dtype)] for x in logits],
+    "classes": classes,
+    "uses_general": {{d: api.get_model_for_device(model, d) is general for d in ["a", "s3", "s4", "s6", "unknown", "xyz"]}},
+    "param_dtypes": sorted({{str(p.dtype) for p in api.get_model_for_device(model, "a").parameters()}}),
+}}))
+"""
+
+
+def test_installed_package_interface_and_consistency(exported, venv):
+    root = exported["root"]
+    meta = pd.read_csv(root / "demo_data" / "meta.csv", sep="\t")
+    test = pd.read_csv(root / "demo_data" / "split_setup" / "test.csv", sep="\t")[["filename"]].merge(meta)
+    picked = test.groupby("source_label").head(2)  # two clips of every device
+    files = [str(root / "demo_data" / f) for f in picked["filename"]]
+    devices = picked["source_label"].tolist()
+    files += [files[0]] * 3  # the same clip as an unknown device: the general model
+    devices += ["unknown", "s5", "zz9"]
+    result = run([venv["python"], "-c", PROBE.format(label=LABEL), json.dumps(files), json.dumps(devices)],
+                 cwd=venv["cwd"], env=venv["env"])
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "site-packages" in info["module_file"] and str(REPO) not in info["module_file"]
+    assert info["is_module"] and info["classes"] == CLASSES
+    assert info["inputs"] == [[[1, 1, 256, 65], "torch.float16"]] * len(files)
+    assert info["logits"] == [["Tensor", [10], "torch.float32"]] * len(files)
+    assert info["uses_general"] == {"a": False, "s3": False, "s4": True, "s6": True, "unknown": True, "xyz": True}
+    assert info["param_dtypes"] == ["torch.float16"]
+    probe = torch.load(venv["cwd"] / "probe.pt")
+    logits = probe["logits"]
+    assert torch.equal(probe["backwards"], logits.flip(0))  # input order, whatever the batching
+
+    # the final test of train_device_specific.py: SceneClassifier.inference_logits, 16-bit parameters
+    module = SceneClassifier(exported["config"], model=exported["system"]).eval()
+    round_parameters_to_fp16(exported["system"])
+    waveforms = torch.stack([load_audio(f)[0] for f in files])
+    reference = module.inference_logits(waveforms, devices)
+    assert torch.equal(logits.argmax(1), reference.argmax(1))
+    assert torch.allclose(logits, reference, rtol=1e-3, atol=1e-3), (logits - reference).abs().max()
+    general_logits = exported["system"].base_model(module.frontend(waveforms[:1]).half().float())
+    for row in range(len(files) - 3, len(files)):
+        assert torch.equal(logits[row], logits[len(files) - 3])
+        assert torch.allclose(logits[row], general_logits[0], atol=1e-3)
+    assert not torch.allclose(logits[0], logits[len(files) - 1], atol=1e-2)  # device a has its own model
+
+
+def test_complexity_check_and_evaluation_scripts(exported, venv):
+    root, cwd = exported["root"], venv["cwd"]
+    for script in ("test_complexity.py", "evaluate_submission.py"):  # run beside the installed package only
+        shutil.copy(exported["package"] / script, cwd / script)
+    ok = run([venv["python"], "test_complexity.py", "--submission_name", LABEL, "--submission_index", "1"],
+             cwd=cwd, env=venv["env"])
+    assert "29,419,156" in ok.stdout and "122,296" in ok.stdout and "general" in ok.stdout
+    complexity = json.loads((cwd / "predictions" / f"{LABEL}_1" / "complexity.json").read_text())
+    assert set(complexity["models"]) == set(DEVICES) | {"general"}
+    assert complexity["per_device"]["s4"]["model"] == "general" and complexity["within_limits"]
+    too_big = run([venv["python"], "test_complexity.py", "--submission_name", LABEL, "--submission_index", "4"],
+                  cwd=cwd, env=venv["env"], check=False)
+    assert too_big.returncode == 1 and "exceeds the complexity limits" in too_big.stderr
+    missing = run([venv["python"], "test_complexity.py", "--submission_name", LABEL, "--submission_index", "3"],
+                  cwd=cwd, env=venv["env"], check=False)
+    assert missing.returncode != 0 and "Could not import" in missing.stderr
+
+    split = pd.read_csv(root / "demo_data" / "split_setup" / "test.csv", sep="\t")
+    split.groupby("scene_label").head(2).to_csv(cwd / "small_test.csv", sep="\t", index=False)  # all classes
+    evaluation = run([venv["python"], "evaluate_submission.py", "--submission_name", LABEL, "--submission_index", "2",
+                      "--dev_set_dir", root / "demo_data", "--eval_set_dir", root / "demo_data" / "eval",
+                      "--test_split_csv", cwd / "small_test.csv"], cwd=cwd, env=venv["env"])
+    assert "macro-average accuracy" in evaluation.stdout and "20 files" in evaluation.stdout
+    folder = cwd / "predictions" / f"{LABEL}_2"
+    table = pd.read_csv(folder / "output.csv", sep="\t")
+    listed = pd.read_csv(root / "demo_data" / "eval" / "evaluation_setup" / "fold1_test.csv", sep="\t")
+    assert list(table.columns) == ["filename", "scene_label"] + CLASSES
+    assert table["filename"].tolist() == listed["filename"].tolist()
+    assert abs(table[CLASSES].to_numpy().sum(axis=1) - 1).max() < 1e-5
+    # the same classes as the training system's inference on the same files
+    module = SceneClassifier(exported["config"], model=exported["system"]).eval()
+    round_parameters_to_fp16(exported["system"])
+    waveforms = torch.stack([load_audio(root / "demo_data" / "eval" / f)[0] for f in listed["filename"]])
+    reference = module.inference_logits(waveforms, listed["device_id"].astype(str).tolist())
+    assert table["scene_label"].tolist() == [CLASSES[i] for i in reference.argmax(1).tolist()]
+    accuracy = json.loads((folder / "test_accuracy.json").read_text())
+    assert set(accuracy["Class-wise Accuracy"]) == set(CLASSES)
+    assert set(accuracy["Device-wise Accuracy"]) <= {"a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"}
+    assert accuracy["Macro Average Accuracy"] == pytest.approx(
+        sum(accuracy["Class-wise Accuracy"].values()) / 10, abs=0.01)
+    assert json.loads((folder / "complexity.json").read_text())["within_limits"]
