@@ -11,7 +11,7 @@ from dataset.dcase25 import test_rows, training_rows
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import model_complexity
 from helpers.experiment import (checkpoint_dir, input_sample_rate, make_loader, make_logger, make_trainer,
-                                open_cache, prepare_dataset_dir, say)
+                                open_cache, prepare_dataset_dir, run_cli, say, start_run)
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
 
@@ -22,7 +22,8 @@ def main(argv=None):
         L.seed_everything(args.seed, workers=True)
 
     dataset_dir = prepare_dataset_dir(args)
-    logger, run_id, _ = make_logger(args)
+    run_id, resume_from = start_run(args, "base")
+    logger, _ = make_logger(args, run_id)
     trainer = make_trainer(args, logger, run_id)
 
     train = training_rows(dataset_dir, args.split_dir, args.subset)
@@ -39,7 +40,7 @@ def main(argv=None):
     logger.log_hyperparams({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
 
     # the test split doubles as the validation set, as in the organisers' recipe
-    trainer.fit(module, train_loader, test_loader)
+    trainer.fit(module, train_loader, test_loader, ckpt_path=resume_from)
     trainer.test(module, test_loader, ckpt_path="last", verbose=False)
 
     if trainer.is_global_zero:
@@ -65,4 +66,4 @@ def stage2_command(args, run_id) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

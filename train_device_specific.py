@@ -18,7 +18,8 @@ from helpers.checkpoints import (CheckpointError, load_checkpoint, load_weights,
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import complexity_markdown, device_models_complexity, within_limits
 from helpers.experiment import (checkpoint_dir, input_sample_rate, make_loader, make_logger, make_trainer,
-                                open_cache, prepare_dataset_dir, say)
+                                is_rank_zero, open_cache, prepare_dataset_dir, run_cli, say,
+                                start_run)
 from helpers.files import write_json
 from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
 from helpers.reporting import write_results
@@ -30,7 +31,7 @@ from models.multi_device import MultiDeviceModel
 def build_parser_stage2():
     parser = build_parser("device", __doc__)
     stage2 = parser.add_argument_group("stage 2")
-    stage2.add_argument("--ckpt_id", type=str, required=True,
+    stage2.add_argument("--ckpt_id", type=str,
                         help="stage-1 run id (or .ckpt path) to fine-tune; with --evaluate a stage-2 run id")
     stage2.add_argument("--train_devices", nargs="+", default=TRAIN_DEVICES, help="devices that get their own model")
     stage2.add_argument("--evaluate", action="store_true", help="predict the evaluation set with a stage-2 model")
@@ -47,6 +48,65 @@ def main(argv=None):
         return evaluate(args)
 
     dataset_dir = prepare_dataset_dir(args)
+    run_id, resume_from = start_run(args, "device")
+    system, general_ckpt, completed = load_system(args, resume_from)
+    run_dir = checkpoint_dir(args.project_name, run_id).parent
+    config, rate = vars(args), input_sample_rate(args)
+    if resume_from is None and is_rank_zero():
+        save_system(run_dir, system, config, general_ckpt, completed)
+    logger, _ = make_logger(args, run_id)
+    train, test = training_rows(dataset_dir, args.split_dir, args.subset), test_rows(dataset_dir, args.split_dir)
+    train_cache, test_cache = open_cache(args, dataset_dir, train), open_cache(args, dataset_dir, test)
+    for device in args.train_devices:
+        if device in completed:
+            say(f"Device {device} was fine-tuned before this run was stopped: skipped.")
+            continue
+        # each phase trains only this device's copy; its curves are logged as "<device>/..."
+        say(f"\n=== Fine-tuning the model of device {device} ===")
+        module = SceneClassifier(config, model=system.device_models[device], log_prefix=f"{device}/",
+                                 input_sample_rate=rate)
+        phase_ckpt = run_dir / "checkpoints" / f"last-{device}.ckpt"
+        trainer = make_trainer(args, logger, run_id, checkpoint_name=phase_ckpt.stem)
+        trainer.fit(module,
+                    make_loader(dataset_dir, of_devices(train, device), args, True, trainer, train_cache),
+                    make_loader(dataset_dir, of_devices(test, device), args, False, trainer, test_cache),
+                    ckpt_path=phase_ckpt if phase_ckpt.is_file() else None)
+        completed.append(device)
+        if trainer.is_global_zero:  # the device is done: the container keeps it, its phase file can go
+            save_system(run_dir, system, config, general_ckpt, completed)
+            phase_ckpt.unlink(missing_ok=True)
+
+    system_module = SceneClassifier(config, model=system, input_sample_rate=rate)
+    complexity = device_models_complexity(system, system_module.frontend.input_shape())
+    logger.log_hyperparams({"complexity": complexity})
+    say("\n" + complexity_markdown(complexity))
+
+    # final test on the whole test split, 16-bit parameters, general model and device-specific system
+    tester = make_trainer(args, logger, run_id, checkpoint_name=None)
+    test_loader = make_loader(dataset_dir, test, args, False, tester, test_cache)
+    general_module = SceneClassifier(config, model=system.base_model, log_prefix="general/", input_sample_rate=rate)
+    tester.test(general_module, test_loader, verbose=False)
+    tester.test(system_module, test_loader, verbose=False)
+    results = {"General Model": general_module.test_results, "Device-specific Models": system_module.test_results}
+
+    if tester.is_global_zero:
+        print("\n" + write_results(run_dir, run_id, results, complexity, general_checkpoint=general_ckpt))
+        print(f"Run id: {run_id}  (checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}; "
+              f"results: {run_dir / 'results.md'})")
+    return run_id, results
+
+
+def load_system(args, resume_from):
+    """The device container to train and the devices already done: from the stopped run's checkpoint
+    when continuing one, else a copy per device of the general model of ``--ckpt_id``."""
+    if resume_from is not None:
+        checkpoint = load_checkpoint(resume_from)
+        kind, state = split_state_dict(checkpoint)
+        system = MultiDeviceModel(Network(NetworkConfig.from_args(args)), devices_in(state))
+        load_weights(system, state, checkpoint, resume_from, args)
+        return system, checkpoint.get("general_checkpoint"), list(checkpoint.get("completed_devices", []))
+    if not args.ckpt_id:
+        raise CheckpointError("--ckpt_id is required: the stage-1 run id (or .ckpt path) to fine-tune.")
     ckpt_path = resolve_checkpoint(args.ckpt_id, args.project_name)
     checkpoint = load_checkpoint(ckpt_path)
     kind, state = split_state_dict(checkpoint)
@@ -54,46 +114,21 @@ def main(argv=None):
         raise CheckpointError(f"{ckpt_path} is a stage-2 checkpoint; fine-tuning starts from a stage-1 run.")
     general = Network(NetworkConfig.from_args(args))
     load_weights(general, state, checkpoint, ckpt_path, args)
-    system = MultiDeviceModel(general, args.train_devices)
     say(f"Loaded the general model from {ckpt_path}.")
+    return MultiDeviceModel(general, args.train_devices), str(ckpt_path), []
 
-    logger, run_id, _ = make_logger(args)
-    config, rate = vars(args), input_sample_rate(args)
-    train, test = training_rows(dataset_dir, args.split_dir, args.subset), test_rows(dataset_dir, args.split_dir)
-    train_cache, test_cache = open_cache(args, dataset_dir, train), open_cache(args, dataset_dir, test)
-    for device in args.train_devices:
-        # each phase trains only this device's copy; its curves are logged as "<device>/..."
-        say(f"\n=== Fine-tuning the model of device {device} ===")
-        module = SceneClassifier(config, model=system.device_models[device], log_prefix=f"{device}/",
-                                 input_sample_rate=rate)
-        trainer = make_trainer(args, logger, run_id, checkpointing=False)
-        trainer.fit(module,
-                    make_loader(dataset_dir, of_devices(train, device), args, True, trainer, train_cache),
-                    make_loader(dataset_dir, of_devices(test, device), args, False, trainer, test_cache))
 
-    run_dir = checkpoint_dir(args.project_name, run_id).parent
-    system_module = SceneClassifier(config, model=system, input_sample_rate=rate)
-    if trainer.is_global_zero:
-        save_checkpoint({"state_dict": system_module.state_dict(), "hyper_parameters": config,
-                         "general_checkpoint": str(ckpt_path)}, run_dir / "checkpoints" / "last.ckpt")
+def devices_in(state) -> list:
+    return list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("device_models.")))
 
-    complexity = device_models_complexity(system, system_module.frontend.input_shape())
-    logger.log_hyperparams({"complexity": complexity})
-    say("\n" + complexity_markdown(complexity))
 
-    # final test on the whole test split, 16-bit parameters, general model and device-specific system
-    tester = make_trainer(args, logger, run_id, checkpointing=False)
-    test_loader = make_loader(dataset_dir, test, args, False, tester, test_cache)
-    general_module = SceneClassifier(config, model=general, log_prefix="general/", input_sample_rate=rate)
-    tester.test(general_module, test_loader, verbose=False)
-    tester.test(system_module, test_loader, verbose=False)
-    results = {"General Model": general_module.test_results, "Device-specific Models": system_module.test_results}
-
-    if tester.is_global_zero:
-        print("\n" + write_results(run_dir, run_id, results, complexity, general_checkpoint=str(ckpt_path)))
-        print(f"Run id: {run_id}  (checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}; "
-              f"results: {run_dir / 'results.md'})")
-    return run_id, results
+def save_system(run_dir, system, config, general_ckpt, completed):
+    """The container as the run's ``last.ckpt``; ``complete`` once every device is fine-tuned."""
+    save_checkpoint({"state_dict": {f"model.{k}": v for k, v in system.state_dict().items()},
+                     "hyper_parameters": config, "general_checkpoint": general_ckpt,
+                     "completed_devices": list(completed),
+                     "complete": set(completed) >= set(system.device_models)},
+                    run_dir / "checkpoints" / "last.ckpt")
 
 
 def evaluate(args):
@@ -105,13 +140,15 @@ def evaluate(args):
     kind, state = split_state_dict(checkpoint)
     if kind != "container":
         raise CheckpointError(f"{ckpt_path} holds only a general model: --evaluate needs a stage-2 run.")
+    if not checkpoint.get("complete", True):
+        raise CheckpointError(f"{ckpt_path}: run {ckpt_path.parents[1].name} stopped before every device was "
+                              f"fine-tuned; finish it first with --resume {ckpt_path.parents[1].name}.")
     run_dir = ckpt_path.parents[1]
     out_dir = Path("predictions") / run_dir.name
     if out_dir.exists() and not args.overwrite:
         raise SystemExit(f"{out_dir}/ exists already; pass --overwrite to replace its files.")
 
-    devices = list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("device_models.")))
-    system = MultiDeviceModel(Network(NetworkConfig.from_args(args)), devices)
+    system = MultiDeviceModel(Network(NetworkConfig.from_args(args)), devices_in(state))
     load_weights(system, state, checkpoint, ckpt_path, args)
     module = SceneClassifier(vars(args), model=system).eval()
     complexity = device_models_complexity(system, module.frontend.input_shape())
@@ -139,4 +176,4 @@ def evaluate(args):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -34,9 +34,15 @@ def resolve_checkpoint(ckpt_id: str, project_name: str) -> Path:
     if candidate.is_file():
         return candidate
     runs = run_dirs(project_name)
-    listing = ("Runs with a checkpoint under " + f"{project_name}/ (newest first): "
-               + ", ".join(r.name for r in runs)) if runs else f"No run under {project_name}/ has a checkpoint yet."
-    raise CheckpointError(f"--ckpt_id {ckpt_id}: {candidate} does not exist. {listing} "
+    matches = [run for run in runs if run.name.startswith(ckpt_id)]  # the start of an id is enough
+    if len(matches) == 1:
+        return matches[0] / "checkpoints" / "last.ckpt"
+    if matches:
+        raise CheckpointError(f"--ckpt_id {ckpt_id} matches several runs under {project_name}/: "
+                              f"{', '.join(r.name for r in matches)}. Give more of the run id.")
+    listing = (f"Runs with a checkpoint under {project_name}/ (newest first): " + ", ".join(r.name for r in runs)
+               if runs else f"No run under {project_name}/ has a checkpoint yet.")
+    raise CheckpointError(f"--ckpt_id {ckpt_id}: {candidate} does not exist. {listing}. "
                           "Pass one of these ids (with the same --project_name) or the path of a .ckpt file.")
 
 

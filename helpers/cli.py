@@ -38,6 +38,11 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     general.add_argument("--strategy", type=str, default="auto", help="Lightning strategy, e.g. ddp")
     general.add_argument("--check_val_every_n_epoch", type=int, default=10)
     general.add_argument("--seed", type=int, default=None, help="seed everything (default: not seeded)")
+    general.add_argument("--run_id", type=str, default=None,
+                         help="id of the run (default: a new one); an existing run with this id is continued")
+    general.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_ID",
+                         help="continue a stopped run from its last checkpoint (default: the newest run of "
+                              "this script under --project_name)")
     general.add_argument("--wandb_mode", choices=["online", "offline", "disabled"], default=None,
                          help="default: online when wandb has credentials, otherwise offline")
 

@@ -1,10 +1,13 @@
 """Run set-up shared by both scripts: data location, loaders, logger, trainer and checkpoints."""
 import functools
 import hashlib
+import json
 import netrc
 import os
 import secrets
 import string
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -17,9 +20,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset.cache import AudioCache
 from dataset.dcase25 import AudioDataset, resolve_dataset_dir
+from dataset.validation import check_outside_dataset, scan_audio
+from helpers.checkpoints import CheckpointError, run_dirs
+from helpers.files import write_json
 
 
 say = rank_zero_only(print)  # messages for the user, once per distributed run
+
+
+def is_rank_zero() -> bool:
+    return rank_zero_only.rank == 0
 
 
 def prepare_dataset_dir(args) -> Path:
@@ -53,10 +63,23 @@ def input_sample_rate(args) -> int:
     return args.sample_rate if args.cache_dir else args.orig_sample_rate
 
 
+def check_audio(args, dataset_dir, *row_sets):
+    """Before training: refuse missing or broken audio files of ``row_sets`` (one DataError naming
+    them), and say how many clips are unusual but usable (other length, rate or channel count)."""
+    filenames = [name for rows in row_sets for name in rows["filename"]]
+    report = scan_audio(dataset_dir, filenames, args.orig_sample_rate)
+    if report.error() is not None:
+        raise report.error()
+    for line in report.notes():
+        say(line)
+    return report
+
+
 def open_cache(args, dataset_dir, rows):
     """The audio cache holding ``rows`` (built on first use), or None without ``--cache_dir``."""
     if not args.cache_dir:
         return None
+    check_outside_dataset(args.cache_dir, dataset_dir, "--cache_dir")
     return AudioCache.open_or_build(args.cache_dir, dataset_dir, rows["filename"].tolist(), args.sample_rate,
                                     num_workers=effective_num_workers(args.num_workers))
 
@@ -71,7 +94,8 @@ def make_loader(dataset_dir, rows, args, train: bool, trainer=None, cache=None,
     roll_samples = int(rate * args.roll_sec) if train else 0
     if not train:
         rows = rows.sort_values(device_column, kind="stable")
-    dataset = AudioDataset(dataset_dir, rows, roll_samples=roll_samples, device_column=device_column, cache=cache)
+    dataset = AudioDataset(dataset_dir, rows, roll_samples=roll_samples, device_column=device_column, cache=cache,
+                           sample_rate=args.orig_sample_rate)
     sampler = None
     if trainer is not None and trainer.world_size > 1:
         if train:
@@ -126,36 +150,86 @@ def new_run_id() -> str:
     return run_id
 
 
-def make_logger(args, run_id=None):
-    """The run's logger and id: Weights & Biases (online or offline), or a CSV file when disabled."""
-    mode = resolve_wandb_mode(args.wandb_mode)
+def start_run(args, stage: str) -> tuple:
+    """The run id and the checkpoint to continue from (None for a new run).
+
+    ``--resume [ID]`` continues run ID, or the newest run of this ``stage`` under ``--project_name``;
+    ``--run_id ID`` continues run ID if it has a checkpoint and starts it otherwise."""
+    project = Path(args.project_name)
+    run_id = args.run_id
+    if args.resume:
+        run_id = args.resume if isinstance(args.resume, str) else newest_run(project, stage)
+        if not (checkpoint_dir(project, run_id) / "last.ckpt").is_file():
+            raise CheckpointError(f"--resume {run_id}: {checkpoint_dir(project, run_id) / 'last.ckpt'} does not "
+                                  "exist, so there is nothing to continue. Start a new run without --resume.")
     run_id = run_id or new_run_id()
+    os.environ[RUN_ID_ENV] = run_id  # processes of a distributed run inherit it
+    last = checkpoint_dir(project, run_id) / "last.ckpt"
+    info = project / run_id / "run.json"
+    if info.is_file() and json.loads(info.read_text()).get("stage") != stage:
+        raise CheckpointError(f"Run {run_id} under {project}/ was made by the other training script; "
+                              "choose another --run_id.")
+    if is_rank_zero() and not info.is_file():
+        write_json(info, {"stage": stage, "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                          "command": sys.argv})
+    if last.is_file():
+        say(f"Continuing run {run_id} from {last}.")
+        return run_id, last
+    return run_id, None
+
+
+def newest_run(project: Path, stage: str) -> str:
+    for run_dir in run_dirs(project):
+        info = run_dir / "run.json"
+        if info.is_file() and json.loads(info.read_text()).get("stage") == stage:
+            return run_dir.name
+    raise CheckpointError(f"--resume: no run of this script with a checkpoint under {project}/. "
+                          "Name the run (--resume RUN_ID) or start a new one.")
+
+
+def make_logger(args, run_id: str):
+    """The run's logger: Weights & Biases (online or offline), or a CSV file when disabled."""
+    mode = resolve_wandb_mode(args.wandb_mode)
     if mode == "disabled":
-        return CSVLogger(save_dir=args.project_name, name="", version=run_id), run_id, mode
+        return CSVLogger(save_dir=args.project_name, name="", version=run_id), mode
     os.environ["WANDB_MODE"] = mode  # also stops wandb from asking for a login offline
     logger = WandbLogger(project=args.project_name, name=args.experiment_name, id=run_id, mode=mode,
-                         save_dir=".", config={k: v for k, v in vars(args).items() if not k.startswith("_")})
+                         resume="allow", save_dir=".",
+                         config={k: v for k, v in vars(args).items() if not k.startswith("_")})
     if mode == "offline":
-        say("wandb is offline (no credentials found); sync the run later with: wandb sync --sync-all")
-    return logger, run_id, mode
+        say("wandb logs offline; upload the run later with: wandb sync --sync-all")
+    return logger, mode
+
+
+class StopMessages(L.Callback):
+    """Tells the user, when a run stops early, which checkpoint is left and how to continue."""
+
+    def __init__(self, run_id):
+        self.run_id = run_id
+
+    def on_exception(self, trainer, module, exception):
+        if isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:
+            print(f"\nStopped. Continue run {self.run_id} from its last checkpoint (saved after every epoch) by "
+                  f"running the same command with --resume {self.run_id}")
 
 
 def checkpoint_dir(project_name, run_id) -> Path:
     return Path(project_name) / run_id / "checkpoints"
 
 
-def make_trainer(args, logger, run_id, checkpointing=True, **kwargs) -> L.Trainer:
-    """A Trainer for this run; with ``checkpointing`` it keeps ``last.ckpt`` at
-    ``<project_name>/<run id>/checkpoints/``, updated after every epoch."""
-    callbacks = []
-    if checkpointing:
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir(args.project_name, run_id),
-                                         save_last=True, save_top_k=0))
+def make_trainer(args, logger, run_id, checkpoint_name="last", **kwargs) -> L.Trainer:
+    """A Trainer for this run; it keeps ``<checkpoint_name>.ckpt`` at
+    ``<project_name>/<run id>/checkpoints/``, updated after every epoch (none when the name is None)."""
+    callbacks = [StopMessages(run_id)]
+    if checkpoint_name:
+        checkpoint = ModelCheckpoint(dirpath=checkpoint_dir(args.project_name, run_id), save_last=True, save_top_k=0)
+        checkpoint.CHECKPOINT_NAME_LAST = checkpoint_name
+        callbacks.append(checkpoint)
     return L.Trainer(
         max_epochs=args.n_epochs,
         logger=logger,
         callbacks=callbacks,
-        enable_checkpointing=checkpointing,
+        enable_checkpointing=checkpoint_name is not None,
         accelerator=args.accelerator,
         devices=args.devices,
         num_nodes=args.num_nodes,
@@ -167,3 +241,14 @@ def make_trainer(args, logger, run_id, checkpointing=True, **kwargs) -> L.Traine
         enable_model_summary=False,
         **kwargs,
     )
+
+
+def run_cli(main):
+    """Run a script's ``main``; problems the user must fix end with their message, not a traceback."""
+    from dataset.audio import AudioError
+    from dataset.dcase25 import DataError
+    from models.asc_module import NonFiniteLossError
+    try:
+        return main()
+    except (DataError, AudioError, CheckpointError, NonFiniteLossError) as err:
+        sys.exit(f"error: {err}")

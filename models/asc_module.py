@@ -9,6 +9,10 @@ from models.cp_mobile import Network, NetworkConfig
 from models.frontend import LogMelFrontEnd, mixstyle
 
 
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: training cannot go on from here."""
+
+
 class SceneClassifier(L.LightningModule):
     """Trains ``model`` on waveforms; validates and tests per class, device and device group.
 
@@ -44,6 +48,11 @@ class SceneClassifier(L.LightningModule):
         waveform, labels, devices, _ = batch
         features = mixstyle(self.frontend(waveform), self.hparams.mixstyle_p, self.hparams.mixstyle_alpha)
         loss = F.cross_entropy(self.classify(features, devices), labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}). "
+                "The run stopped; its last checkpoint is from the end of the last complete epoch. Lower --lr "
+                "or check the data, then start again (or continue with --resume).")
         prefix = self.log_prefix
         self.log(f"{prefix}train/loss", loss, prog_bar=True, batch_size=len(labels))
         self.log(f"{prefix}lr", self.optimizers().param_groups[0]["lr"], batch_size=len(labels))
