@@ -15,8 +15,28 @@ def load_audio(path) -> tuple:
     """Decode an audio file with PyAV -> (float32 tensor ``[1, samples]`` in [-1, 1], sample rate).
 
     Works for any PCM width (16- and 24-bit included); several channels are averaged to mono.
+    Raises AudioError, which names the file, whatever the decoder fails on.
     """
+    try:
+        audio, sample_rate = _decode(path)
+    except AudioError:
+        raise
+    except Exception as err:  # FFmpeg, OS and PyAV errors alike: the file is unusable
+        raise AudioError(f"{path} cannot be decoded ({decoder_reason(err)}).") from err
+    if audio is None:
+        raise AudioError(f"{path}: no audio samples could be decoded.")
+    return audio, sample_rate
+
+
+def decoder_reason(err) -> str:
+    """The decoder's reason without the path it repeats (FFmpeg errors carry it in ``strerror``)."""
+    return getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
+
+
+def _decode(path) -> tuple:
     with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise AudioError(f"{path} holds no audio stream.")
         stream = container.streams.audio[0]
         sample_rate = stream.rate
         # planar float keeps rate and channels and handles the integer scaling for us
@@ -24,7 +44,7 @@ def load_audio(path) -> tuple:
         chunks = [out.to_ndarray() for frame in container.decode(stream) for out in to_float.resample(frame)]
         chunks += [out.to_ndarray() for out in to_float.resample(None)]
     if not chunks:
-        raise AudioError(f"{path}: no audio samples could be decoded.")
+        return None, sample_rate
     audio = np.concatenate(chunks, axis=1).mean(axis=0, keepdims=True)
     return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sample_rate
 

@@ -10,10 +10,12 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
-import torch
+import torchaudio
 from torch.utils.data import Dataset
 
-from dataset.audio import load_audio
+from dataset import validation
+from dataset.audio import AudioError, fit_length, load_audio
+from dataset.errors import DataError
 from models.frontend import roll_waveform
 
 CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square",
@@ -27,10 +29,6 @@ DEVICE_GROUPS = {"a": "real", "b": "real", "c": "real",
 SPLIT_URL = "https://github.com/CPJKU/dcase2024_task1_baseline/releases/download/files/"
 DATASET_DIR_ENV = "DCASE25_DATASET_DIR"
 ALLOWED_SUBSET = 25
-
-
-class DataError(RuntimeError):
-    """A problem with the data on disk that the user has to fix; the message says how."""
 
 
 def resolve_dataset_dir(dataset_dir=None) -> Path:
@@ -48,13 +46,18 @@ def resolve_dataset_dir(dataset_dir=None) -> Path:
     return dataset_dir
 
 
-def split_file(split_dir, name: str) -> Path:
-    """Path of split file ``name`` in ``split_dir``, downloaded from the organisers' release if missing."""
+def split_file(split_dir, name: str, dataset_dir=None) -> Path:
+    """Path of split file ``name`` in ``split_dir``, downloaded from the organisers' release if missing
+    (never into ``dataset_dir``)."""
     split_dir = Path(split_dir)
     path = split_dir / name
     if path.is_file():
         return path
     url = SPLIT_URL + name
+    if dataset_dir is not None:
+        validation.check_outside_dataset(split_dir, dataset_dir, "--split_dir",
+                                         why=f" ({name} is missing there and would be downloaded from {url})",
+                                         instead=f", or put {name} into {split_dir}/ yourself")
     split_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     print(f"Downloading split file {name} from {url} to {split_dir}/")
@@ -71,11 +74,24 @@ def split_file(split_dir, name: str) -> Path:
 
 
 def read_csv(path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t")
+    """A TAB-separated file as strings (DataError when it is not one)."""
+    return validation.read_table(path).reset_index(drop=True)
 
 
 def read_meta(dataset_dir) -> pd.DataFrame:
-    return read_csv(Path(dataset_dir) / "meta.csv")
+    """``meta.csv``, checked: columns, scene labels, devices, unique ``audio/*.wav`` names."""
+    path = Path(dataset_dir) / "meta.csv"
+    meta = validation.read_table(path)
+    validation.check_meta(meta, path, CLASSES, DEVICES)
+    return meta.reset_index(drop=True)
+
+
+def read_split(split_dir, name, dataset_dir, meta) -> pd.DataFrame:
+    """Split file ``name``, checked against ``meta`` (every file listed there, none twice)."""
+    path = split_file(split_dir, name, dataset_dir)
+    split = validation.read_table(path)
+    validation.check_split(split, path, meta["filename"], Path(dataset_dir) / "meta.csv")
+    return split.reset_index(drop=True)
 
 
 def select_split(meta: pd.DataFrame, split: pd.DataFrame, devices=None) -> pd.DataFrame:
@@ -92,10 +108,12 @@ class AudioDataset(Dataset):
     ``label`` is the index into ``CLASSES`` (-1 when the rows carry no scene label);
     ``roll_samples`` > 0 rolls each waveform by a random shift (training augmentation). With an
     ``AudioCache`` the waveforms come from it, already resampled, instead of from the wav files.
+    Wav files come at ``sample_rate`` (files at another rate are resampled) and ``seconds`` long
+    (padded or cut), so that every batch collates.
     """
 
     def __init__(self, dataset_dir, rows: pd.DataFrame, roll_samples: int = 0, device_column="source_label",
-                 cache=None):
+                 cache=None, sample_rate: int = 44100, seconds: float = 1.0):
         self.dataset_dir = Path(dataset_dir)
         self.files = rows["filename"].tolist()
         self.devices = rows[device_column].astype(str).tolist()
@@ -105,6 +123,8 @@ class AudioDataset(Dataset):
             self.labels = [-1] * len(self.files)
         self.roll_samples = roll_samples
         self.cache = cache
+        self.sample_rate, self.n_samples = sample_rate, int(round(seconds * sample_rate))
+        self._resamplers = {}  # one per file rate, built in the process that uses it
 
     def __len__(self):
         return len(self.files)
@@ -113,9 +133,22 @@ class AudioDataset(Dataset):
         if self.cache is not None:
             waveform = self.cache.waveform(self.files[index])
         else:
-            waveform, _ = load_audio(self.dataset_dir / self.files[index])
+            waveform = self.read_wav(self.dataset_dir / self.files[index])
         waveform = roll_waveform(waveform, self.roll_samples)
         return waveform, self.labels[index], self.devices[index], self.files[index]
+
+    def read_wav(self, path):
+        """``[1, n_samples]`` at ``sample_rate``; a file that cannot be decoded is named in the error."""
+        try:
+            waveform, rate = load_audio(path)
+        except AudioError as err:  # raised in a DataLoader worker, the message reaches the user
+            raise DataError(f"{err} Restore the file from the original download, or remove its lines from "
+                            "meta.csv and the split files.") from err
+        if rate != self.sample_rate:
+            if rate not in self._resamplers:
+                self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
+            waveform = self._resamplers[rate](waveform)
+        return fit_length(waveform, self.n_samples)[0]
 
 
 def training_rows(dataset_dir, split_dir, subset: int = ALLOWED_SUBSET, devices=None) -> pd.DataFrame:
@@ -123,24 +156,27 @@ def training_rows(dataset_dir, split_dir, subset: int = ALLOWED_SUBSET, devices=
     if subset != ALLOWED_SUBSET:
         raise DataError(f"--subset {subset} is not allowed: the DCASE 2025 Task 1 rules say models must "
                         f"be trained on the 25 % split only. Use --subset {ALLOWED_SUBSET}.")
-    split = read_csv(split_file(split_dir, f"split{subset}.csv"))
-    return _non_empty(select_split(read_meta(dataset_dir), split, devices), f"split{subset}.csv", devices)
+    meta = read_meta(dataset_dir)
+    split = read_split(split_dir, f"split{subset}.csv", dataset_dir, meta)
+    return _non_empty(select_split(meta, split, devices), f"split{subset}.csv", devices)
 
 
 def test_rows(dataset_dir, split_dir, devices=None) -> pd.DataFrame:
     """The rows of the development-test split (used for validation and the final test)."""
-    split = read_csv(split_file(split_dir, "test.csv"))
-    return _non_empty(select_split(read_meta(dataset_dir), split, devices), "test.csv", devices)
+    meta = read_meta(dataset_dir)
+    split = read_split(split_dir, "test.csv", dataset_dir, meta)
+    return _non_empty(select_split(meta, split, devices), "test.csv", devices)
 
 
 def of_devices(rows: pd.DataFrame, devices) -> pd.DataFrame:
     """The rows recorded by ``devices``; an empty selection is an error, not an empty epoch."""
     devices = [devices] if isinstance(devices, str) else list(devices)
-    return _non_empty(rows[rows["source_label"].isin(devices)], "the selection", devices)
+    return _non_empty(rows[rows["source_label"].isin(devices)], "The split", devices)
 
 
 def _non_empty(rows, name, devices):
     if rows.empty:
-        which = f" for devices {', '.join(devices)}" if devices is not None else ""
-        raise DataError(f"No clips of {name} are listed in meta.csv{which}: check --dataset_dir and --split_dir.")
+        which = f" of devices {', '.join(devices)}" if devices is not None else ""
+        raise DataError(f"{name} selects no clips{which}: check --dataset_dir, --split_dir"
+                        f"{' and --train_devices' if devices is not None else ''}.")
     return rows

@@ -4,7 +4,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dataset.dcase25 import CLASSES, DataError, read_csv
+from dataset import validation
+from dataset.dcase25 import CLASSES, DataError
 from helpers.files import atomic_path
 
 EVAL_SPLIT = Path("evaluation_setup") / "fold1_test.csv"
@@ -12,17 +13,17 @@ DEVICE_COLUMNS = ("device_id", "source_label")
 
 
 def evaluation_rows(eval_dir) -> pd.DataFrame:
-    """``fold1_test.csv`` of an evaluation set, with the device in a column ``device_id``."""
+    """``fold1_test.csv`` of an evaluation set, checked, with the device in a column ``device_id``."""
     path = Path(eval_dir) / EVAL_SPLIT
     if not path.is_file():
         raise DataError(f"{path} not found: --eval_dir must point to the evaluation set, the folder that "
                         f"holds audio/ and {EVAL_SPLIT}.")
-    rows = read_csv(path)
-    column = next((c for c in DEVICE_COLUMNS if c in rows.columns), None)
-    if "filename" not in rows.columns or column is None:
-        raise DataError(f"{path} needs the columns 'filename' and 'device_id' (or 'source_label'); "
-                        f"it has {', '.join(rows.columns)}.")
-    return rows.rename(columns={column: "device_id"})[["filename", "device_id"]]
+    rows = validation.read_table(path)
+    column = next((c for c in DEVICE_COLUMNS if c in rows.columns), "device_id")
+    validation.check_columns(rows, path, ("filename", column),
+                             "It needs the columns filename and device_id (or source_label).")
+    validation.check_evaluation_table(rows, path, column)
+    return rows.rename(columns={column: "device_id"})[["filename", "device_id"]].reset_index(drop=True)
 
 
 @torch.no_grad()
