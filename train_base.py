@@ -10,8 +10,8 @@ import lightning as L
 from dataset.dcase25 import test_rows, training_rows
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import model_complexity
-from helpers.experiment import (checkpoint_dir, input_sample_rate, make_loader, make_logger, make_trainer,
-                                open_cache, prepare_dataset_dir, run_cli, say, start_run)
+from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
+                                make_trainer, open_cache, prepare_dataset_dir, run_cli, say, start_run)
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
 
@@ -21,13 +21,15 @@ def main(argv=None):
     if args.seed is not None:
         L.seed_everything(args.seed, workers=True)
 
+    # the data is checked before anything is written: a broken set never starts a run
     dataset_dir = prepare_dataset_dir(args)
+    train = training_rows(dataset_dir, args.split_dir, args.subset)
+    test = test_rows(dataset_dir, args.split_dir)
+    check_audio(args, dataset_dir, train, test)
+
     run_id, resume_from = start_run(args, "base")
     logger, _ = make_logger(args, run_id)
     trainer = make_trainer(args, logger, run_id)
-
-    train = training_rows(dataset_dir, args.split_dir, args.subset)
-    test = test_rows(dataset_dir, args.split_dir)
     train_loader = make_loader(dataset_dir, train, args, train=True, trainer=trainer,
                                cache=open_cache(args, dataset_dir, train))
     test_loader = make_loader(dataset_dir, test, args, train=False, trainer=trainer,
@@ -41,12 +43,13 @@ def main(argv=None):
 
     # the test split doubles as the validation set, as in the organisers' recipe
     trainer.fit(module, train_loader, test_loader, ckpt_path=resume_from)
-    trainer.test(module, test_loader, ckpt_path="last", verbose=False)
+    last_ckpt = checkpoint_dir(args.project_name, run_id) / "last.ckpt"
+    trainer.test(module, test_loader, ckpt_path=last_ckpt, verbose=False)
 
     if trainer.is_global_zero:
-        run_dir = checkpoint_dir(args.project_name, run_id).parent
+        run_dir = last_ckpt.parents[1]
         print("\n" + write_results(run_dir, run_id, {"General Model": module.test_results}, {"general": complexity}))
-        print(f"Run id: {run_id}  (checkpoint: {trainer.checkpoint_callback.last_model_path})")
+        print(f"Run id: {run_id}  (checkpoint: {last_ckpt.resolve()})")
         print("Fine-tune one model per device with:\n  " + stage2_command(args, run_id))
     return run_id, module.test_results
 

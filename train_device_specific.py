@@ -17,8 +17,8 @@ from helpers.checkpoints import (CheckpointError, load_checkpoint, load_weights,
                                  save_checkpoint, split_state_dict)
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import complexity_markdown, device_models_complexity, within_limits
-from helpers.experiment import (checkpoint_dir, input_sample_rate, make_loader, make_logger, make_trainer,
-                                is_rank_zero, open_cache, prepare_dataset_dir, run_cli, say,
+from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
+                                make_trainer, is_rank_zero, open_cache, prepare_dataset_dir, run_cli, say,
                                 start_run)
 from helpers.files import write_json
 from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
@@ -47,7 +47,11 @@ def main(argv=None):
     if args.evaluate:
         return evaluate(args)
 
+    # the data is checked before anything is written: a broken set never starts a run
     dataset_dir = prepare_dataset_dir(args)
+    train, test = training_rows(dataset_dir, args.split_dir, args.subset), test_rows(dataset_dir, args.split_dir)
+    check_audio(args, dataset_dir, train, test)
+
     run_id, resume_from = start_run(args, "device")
     system, general_ckpt, completed = load_system(args, resume_from)
     run_dir = checkpoint_dir(args.project_name, run_id).parent
@@ -55,7 +59,6 @@ def main(argv=None):
     if resume_from is None and is_rank_zero():
         save_system(run_dir, system, config, general_ckpt, completed)
     logger, _ = make_logger(args, run_id)
-    train, test = training_rows(dataset_dir, args.split_dir, args.subset), test_rows(dataset_dir, args.split_dir)
     train_cache, test_cache = open_cache(args, dataset_dir, train), open_cache(args, dataset_dir, test)
     for device in args.train_devices:
         if device in completed:
@@ -159,6 +162,7 @@ def evaluate(args):
 
     # each device's files are predicted together in full batches, then put back in the csv's order
     rows = evaluation_rows(args.eval_dir)
+    check_audio(args, args.eval_dir, rows)
     by_device = rows.sort_values("device_id", kind="stable")
     round_parameters_to_fp16(system)
     sorted_logits = predict_logits(module, make_loader(args.eval_dir, by_device, args, False, device_column="device_id"))

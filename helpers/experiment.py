@@ -222,8 +222,10 @@ def make_trainer(args, logger, run_id, checkpoint_name="last", **kwargs) -> L.Tr
     ``<project_name>/<run id>/checkpoints/``, updated after every epoch (none when the name is None)."""
     callbacks = [StopMessages(run_id)]
     if checkpoint_name:
-        checkpoint = ModelCheckpoint(dirpath=checkpoint_dir(args.project_name, run_id), save_last=True, save_top_k=0)
-        checkpoint.CHECKPOINT_NAME_LAST = checkpoint_name
+        # keep one file, rewritten after every training epoch (also epochs without validation)
+        checkpoint = ModelCheckpoint(dirpath=checkpoint_dir(args.project_name, run_id), filename=checkpoint_name,
+                                     monitor=None, save_top_k=1, save_on_train_epoch_end=True,
+                                     enable_version_counter=False)
         callbacks.append(checkpoint)
     return L.Trainer(
         max_epochs=args.n_epochs,

@@ -1,0 +1,167 @@
+"""Interruptions, resuming, non-finite losses, reproducibility and error messages."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dataset.demo import write_demo_dataset
+from helpers.checkpoints import CheckpointError, resolve_checkpoint, save_checkpoint
+from helpers.cli import build_parser
+from helpers.experiment import make_trainer
+from models.asc_module import NonFiniteLossError, SceneClassifier
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--demo", "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "2",
+         "--check_val_every_n_epoch", "10", "--wandb_mode", "disabled"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reliability")
+    write_demo_dataset(root / "demo_data", scale=0.12)
+    return root
+
+
+def command(script, args):
+    return [sys.executable, str(REPO / script), *args]
+
+
+def environment(workdir):
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("WANDB")}, "HOME": str(workdir),
+            "PYTHONUNBUFFERED": "1"}
+
+
+def run(script, args, workdir, expect_ok=True):
+    result = subprocess.run(command(script, args), cwd=workdir, env=environment(workdir), capture_output=True,
+                            text=True, timeout=600)
+    if expect_ok:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def interrupt_when(script, args, workdir, ready):
+    """Start ``script``, send Ctrl-C (SIGINT) once ``ready()`` holds, return the finished process."""
+    process = subprocess.Popen(command(script, args), cwd=workdir, env=environment(workdir),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not ready() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    return process.returncode, output
+
+
+def steps_per_epoch(workdir, batch_size=16):
+    n = len(pd.read_csv(workdir / "demo_data" / "split_setup" / "split25.csv", sep="\t"))
+    return -(-n // batch_size)
+
+
+def test_stage1_interrupted_then_resumed_ends_like_an_uninterrupted_run(workdir):
+    args = [*SMALL, "--project_name", "Resume1", "--run_id", "stop1", "--n_epochs", "4"]
+    last = workdir / "Resume1" / "stop1" / "checkpoints" / "last.ckpt"
+    code, output = interrupt_when("train_base.py", args, workdir, last.is_file)
+    assert code != 0 and "--resume stop1" in output
+    stopped_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < stopped_at < 4 * steps_per_epoch(workdir)  # a usable checkpoint from before the end
+
+    out = run("train_base.py", [*SMALL, "--project_name", "Resume1", "--resume", "stop1", "--n_epochs", "4"],
+              workdir).stdout
+    assert "Continuing run stop1" in out and "Run id: stop1" in out
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 4 * steps_per_epoch(workdir)
+    results = json.loads((workdir / "Resume1" / "stop1" / "results.json").read_text())
+    assert results["results"]["General Model"]["count"] > 0
+
+
+def test_stage2_resumes_at_the_device_it_was_on(workdir):
+    run("train_base.py", [*SMALL, "--project_name", "Resume2", "--run_id", "base2", "--n_epochs", "1"], workdir)
+    args = [*SMALL, "--project_name", "Resume2", "--ckpt_id", "base2", "--run_id", "dev2", "--n_epochs", "3",
+            "--train_devices", "a", "b", "c"]
+    phase_b = workdir / "Resume2" / "dev2" / "checkpoints" / "last-b.ckpt"
+    code, output = interrupt_when("train_device_specific.py", args, workdir, phase_b.is_file)
+    assert code != 0
+    container = torch.load(workdir / "Resume2" / "dev2" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert container["completed_devices"] == ["a"] and container["complete"] is False
+
+    # a stopped stage-2 run cannot be used for predictions yet
+    refused = run("train_device_specific.py", [*SMALL, "--project_name", "Resume2", "--ckpt_id", "dev2",
+                                               "--evaluate", "--eval_dir", "demo_data/eval"], workdir, False)
+    assert refused.returncode != 0 and "--resume dev2" in refused.stderr and "Traceback" not in refused.stderr
+
+    out = run("train_device_specific.py", [*SMALL, "--project_name", "Resume2", "--resume", "dev2",
+                                           "--n_epochs", "3", "--train_devices", "a", "b", "c"], workdir).stdout
+    assert "Device a was fine-tuned before this run was stopped: skipped." in out
+    assert "=== Fine-tuning the model of device b ===" in out and "Run id: dev2" in out
+    container = torch.load(workdir / "Resume2" / "dev2" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert container["completed_devices"] == ["a", "b", "c"] and container["complete"] is True
+    assert not phase_b.exists()
+    assert (workdir / "Resume2" / "dev2" / "results.json").is_file()
+
+
+def test_two_seeded_runs_give_identical_test_metrics(workdir):
+    results = []
+    for project in ("SeedA", "SeedB"):
+        out = run("train_base.py", [*SMALL, "--project_name", project, "--seed", "7", "--n_epochs", "2",
+                                    "--num_workers", "2"], workdir).stdout
+        run_id = re.search(r"Run id: (\w+)", out).group(1)
+        results.append(json.loads((workdir / project / run_id / "results.json").read_text())["results"])
+    assert results[0] == results[1]
+
+
+class NanAfterFirstEpoch(torch.utils.data.Dataset):
+    """Clean clips in the first epoch, NaN waveforms afterwards."""
+
+    def __init__(self):
+        self.epoch_of = {}
+        self.calls = 0
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        self.calls += 1
+        value = float("nan") if self.calls > len(self) else 0.1
+        return torch.full((1, 44100), value) * torch.randn(1, 44100), i % 10, "a", f"{i}.wav"
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = build_parser("base", "").parse_args(["--n_epochs", "3", "--project_name", "nan", "--accelerator", "cpu",
+                                                "--warmup_steps", "1"])
+    args.devices = 1
+    trainer = make_trainer(args, logger=False, run_id="nanrun", enable_progress_bar=False)
+    module = SceneClassifier(vars(args))
+    with pytest.raises(NonFiniteLossError, match="last checkpoint"):
+        trainer.fit(module, DataLoader(NanAfterFirstEpoch(), batch_size=4))
+    checkpoint = torch.load(tmp_path / "nan" / "nanrun" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 2  # the first epoch, before the NaN batches
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
+def test_errors_are_one_message_not_a_traceback(workdir):
+    missing = run("train_device_specific.py", [*SMALL, "--ckpt_id", "nosuchrun"], workdir, expect_ok=False)
+    assert missing.returncode != 0 and missing.stderr.startswith("error: --ckpt_id nosuchrun")
+    assert "Traceback" not in missing.stderr
+    subset = run("train_base.py", [*SMALL, "--subset", "50"], workdir, expect_ok=False)
+    assert subset.returncode != 0 and "25 % split" in subset.stderr and "Traceback" not in subset.stderr
+    resume = run("train_base.py", [*SMALL, "--project_name", "Empty", "--resume"], workdir, expect_ok=False)
+    assert resume.returncode != 0 and "no run of this script" in resume.stderr
+
+
+def test_checkpoint_id_matching_several_runs_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for run_id in ("abc111", "abc222", "xyz333"):
+        save_checkpoint({"state_dict": {}}, tmp_path / "p" / run_id / "checkpoints" / "last.ckpt")
+    assert resolve_checkpoint("xyz", "p") == Path("p/xyz333/checkpoints/last.ckpt")
+    with pytest.raises(CheckpointError, match="matches several runs.*abc111.*abc222|matches several runs.*abc222.*abc111"):
+        resolve_checkpoint("abc", "p")
