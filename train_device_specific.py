@@ -13,8 +13,8 @@ import lightning as L
 import torch
 
 from dataset.dcase25 import TRAIN_DEVICES, of_devices, test_rows, training_rows
-from helpers.checkpoints import (CheckpointError, load_checkpoint, load_weights, resolve_checkpoint,
-                                 save_checkpoint, split_state_dict)
+from helpers.checkpoints import (CheckpointError, load_checkpoint, load_weights, merge_device_runs,
+                                 resolve_checkpoint, save_checkpoint, split_state_dict)
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import complexity_markdown, device_models_complexity, within_limits
 from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
@@ -37,6 +37,9 @@ def build_parser_stage2():
     stage2.add_argument("--evaluate", action="store_true", help="predict the evaluation set with a stage-2 model")
     stage2.add_argument("--eval_dir", type=str, default=None, help="evaluation set (audio/, evaluation_setup/)")
     stage2.add_argument("--overwrite", action="store_true", help="replace an existing predictions folder")
+    stage2.add_argument("--merge", nargs="+", metavar="RUN_ID", default=None,
+                        help="combine finished stage-2 runs of different devices (independent jobs) into one "
+                             "system, then run its final test")
     return parser
 
 
@@ -60,7 +63,7 @@ def main(argv=None):
         save_system(run_dir, system, config, general_ckpt, completed)
     logger, _ = make_logger(args, run_id)
     train_cache, test_cache = open_cache(args, dataset_dir, train), open_cache(args, dataset_dir, test)
-    for device in args.train_devices:
+    for device in system.device_models:
         if device in completed:
             say(f"Device {device} was fine-tuned before this run was stopped: skipped.")
             continue
@@ -101,7 +104,12 @@ def main(argv=None):
 
 def load_system(args, resume_from):
     """The device container to train and the devices already done: from the stopped run's checkpoint
-    when continuing one, else a copy per device of the general model of ``--ckpt_id``."""
+    when continuing one, merged from finished runs with ``--merge``, else a copy per device of the
+    general model of ``--ckpt_id``."""
+    if args.merge:
+        if resume_from is not None:
+            raise CheckpointError("--merge makes a new run: leave out --resume, or give a new --run_id.")
+        return merge_device_runs(args.merge, args.project_name, NetworkConfig.from_args(args))
     if resume_from is not None:
         checkpoint = load_checkpoint(resume_from)
         kind, state = split_state_dict(checkpoint)

@@ -97,3 +97,34 @@ def save_checkpoint(checkpoint: dict, path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
     return Path(path)
+
+
+def merge_device_runs(run_ids, project_name, network_config):
+    """One device container from stage-2 runs that fine-tuned different devices of the same
+    general model (independent jobs run in parallel): ``(system, general_checkpoint, devices)``."""
+    from models.cp_mobile import Network
+    from models.multi_device import MultiDeviceModel
+
+    base_state, general, device_states = None, None, {}
+    for run_id in run_ids:
+        path = resolve_checkpoint(run_id, project_name)
+        checkpoint = load_checkpoint(path)
+        kind, state = split_state_dict(checkpoint)
+        if kind != "container" or not checkpoint.get("complete", False):
+            raise CheckpointError(f"--merge {run_id}: {path} is not a finished stage-2 run.")
+        base = _strip(state, "base_model.")
+        if base_state is None:
+            base_state, general = base, checkpoint.get("general_checkpoint")
+        elif any(not torch.equal(base[k], base_state[k]) for k in base_state):
+            raise CheckpointError(f"--merge: run {run_id} was fine-tuned from another general model than "
+                                  f"{run_ids[0]}; merge only runs started from the same stage-1 run.")
+        for device in checkpoint["completed_devices"]:
+            if device in device_states:
+                raise CheckpointError(f"--merge: device {device} was fine-tuned in more than one of the runs; "
+                                      "give each device's run once.")
+            device_states[device] = _strip(state, f"device_models.{device}.")
+    system = MultiDeviceModel(Network(network_config), list(device_states))
+    system.base_model.load_state_dict(base_state, strict=True)
+    for device, state in device_states.items():
+        system.device_models[device].load_state_dict(state, strict=True)
+    return system, general, list(device_states)

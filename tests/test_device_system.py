@@ -165,3 +165,35 @@ def test_fine_tuning_touches_only_the_selected_device(tmp_path):
     changed = {k.split(".")[0] + "." + k.split(".")[1] if k.startswith("device_models") else k.split(".")[0]
                for k, v in system.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"device_models.b"}
+
+
+def finished_run(tmp_path, run_id, system, devices):
+    state = {f"model.{k}": v for k, v in system.state_dict().items()}
+    return save_checkpoint({"state_dict": state, "completed_devices": devices, "complete": True},
+                           tmp_path / "proj" / run_id / "checkpoints" / "last.ckpt")
+
+
+def test_merge_runs_of_independent_device_jobs(tmp_path, monkeypatch):
+    from helpers.checkpoints import merge_device_runs
+    monkeypatch.chdir(tmp_path)
+    job_a = perturbed_system(seed=1)
+    job_b = perturbed_system(seed=2)
+    job_b.base_model.load_state_dict(job_a.base_model.state_dict())  # both started from one general model
+    job_a.device_models = torch.nn.ModuleDict({"a": job_a.device_models["a"]})
+    job_b.device_models = torch.nn.ModuleDict({"b": job_b.device_models["b"]})
+    finished_run(tmp_path, "job-a", job_a, ["a"])
+    finished_run(tmp_path, "job-b", job_b, ["b"])
+    merged, _, devices = merge_device_runs(["job-a", "job-b"], "proj", NetworkConfig())
+    assert devices == ["a", "b"]
+    x = torch.randn(3, 1, 256, 65)
+    with torch.no_grad():
+        assert torch.equal(merged.eval()(x, ["a", "b", "s5"]),
+                           torch.cat([job_a.device_models["a"](x[:1]), job_b.device_models["b"](x[1:2]),
+                                      job_a.base_model(x[2:])]))
+    with pytest.raises(CheckpointError, match="more than one"):
+        merge_device_runs(["job-a", "job-a"], "proj", NetworkConfig())
+    other = perturbed_system(seed=3)
+    other.device_models = torch.nn.ModuleDict({"c": other.device_models["c"]})
+    finished_run(tmp_path, "job-c", other, ["c"])
+    with pytest.raises(CheckpointError, match="another general model"):
+        merge_device_runs(["job-a", "job-c"], "proj", NetworkConfig())
