@@ -131,23 +131,20 @@ def resolve_wandb_mode(requested=None) -> str:
 RUN_ID_ENV = "DCASE25_RUN_ID"
 
 
-def new_run_id() -> str:
+def new_run_id(stage: str) -> str:
     """Eight lowercase letters and digits, the form of a wandb run id.
 
     Every process of a distributed run must agree on it: processes that Lightning starts inherit
-    it through ``$DCASE25_RUN_ID``; processes started by torchrun or SLURM derive it from their
-    launcher's job id."""
-    if os.environ.get(RUN_ID_ENV):
+    it from the first one through ``$DCASE25_RUN_ID``; processes started together by torchrun or
+    SLURM derive it from their launcher's job id (pass --run_id where there is none)."""
+    if os.environ.get(RUN_ID_ENV) and not is_rank_zero():
         return os.environ[RUN_ID_ENV]
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
     alphabet = string.ascii_lowercase + string.digits
     if job and job != "none":
-        digest = hashlib.sha256(job.encode()).digest()
-        run_id = "".join(alphabet[b % len(alphabet)] for b in digest[:8])
-    else:
-        run_id = "".join(secrets.choice(alphabet) for _ in range(8))
-    os.environ[RUN_ID_ENV] = run_id
-    return run_id
+        digest = hashlib.sha256(f"{job}-{stage}".encode()).digest()
+        return "".join(alphabet[b % len(alphabet)] for b in digest[:8])
+    return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
 def start_run(args, stage: str) -> tuple:
@@ -162,7 +159,7 @@ def start_run(args, stage: str) -> tuple:
         if not (checkpoint_dir(project, run_id) / "last.ckpt").is_file():
             raise CheckpointError(f"--resume {run_id}: {checkpoint_dir(project, run_id) / 'last.ckpt'} does not "
                                   "exist, so there is nothing to continue. Start a new run without --resume.")
-    run_id = run_id or new_run_id()
+    run_id = run_id or new_run_id(stage)
     os.environ[RUN_ID_ENV] = run_id  # processes of a distributed run inherit it
     last = checkpoint_dir(project, run_id) / "last.ckpt"
     info = project / run_id / "run.json"

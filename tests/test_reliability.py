@@ -165,3 +165,17 @@ def test_checkpoint_id_matching_several_runs_is_refused(tmp_path, monkeypatch):
     assert resolve_checkpoint("xyz", "p") == Path("p/xyz333/checkpoints/last.ckpt")
     with pytest.raises(CheckpointError, match="matches several runs.*abc111.*abc222|matches several runs.*abc222.*abc111"):
         resolve_checkpoint("abc", "p")
+
+
+def test_runs_started_in_one_process_get_their_own_ids(tmp_path, monkeypatch):
+    from helpers.experiment import start_run
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DCASE25_RUN_ID", raising=False)
+    args = build_parser("base", "").parse_args(["--project_name", "p"])
+    first, _ = start_run(args, "base")
+    second, _ = start_run(args, "device")
+    assert first != second
+    assert json.loads((tmp_path / "p" / second / "run.json").read_text())["stage"] == "device"
+    args.run_id = first
+    with pytest.raises(CheckpointError, match="other training script"):
+        start_run(args, "device")
