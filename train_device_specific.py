@@ -13,10 +13,10 @@ import lightning as L
 import torch
 
 from dataset.dcase25 import TRAIN_DEVICES, of_devices, test_rows, training_rows
-from helpers.checkpoints import (CheckpointError, load_checkpoint, load_weights, merge_device_runs,
-                                 resolve_checkpoint, save_checkpoint, split_state_dict)
+from helpers.checkpoints import (CheckpointError, load_checkpoint, load_device_system, load_weights,
+                                 merge_device_runs, resolve_checkpoint, save_checkpoint, split_state_dict)
 from helpers.cli import build_parser, parse_args
-from helpers.complexity import complexity_markdown, device_models_complexity, within_limits
+from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
                                 make_trainer, is_rank_zero, open_cache, prepare_dataset_dir, run_cli, say,
                                 start_run)
@@ -111,10 +111,8 @@ def load_system(args, resume_from):
             raise CheckpointError("--merge makes a new run: leave out --resume, or give a new --run_id.")
         return merge_device_runs(args.merge, args.project_name, NetworkConfig.from_args(args))
     if resume_from is not None:
-        checkpoint = load_checkpoint(resume_from)
-        kind, state = split_state_dict(checkpoint)
-        system = MultiDeviceModel(Network(NetworkConfig.from_args(args)), devices_in(state))
-        load_weights(system, state, checkpoint, resume_from, args)
+        system, checkpoint, _ = load_device_system(resume_from, args.project_name, NetworkConfig.from_args(args),
+                                                   args, allow_unfinished=True)
         return system, checkpoint.get("general_checkpoint"), list(checkpoint.get("completed_devices", []))
     if not args.ckpt_id:
         raise CheckpointError("--ckpt_id is required: the stage-1 run id (or .ckpt path) to fine-tune.")
@@ -127,10 +125,6 @@ def load_system(args, resume_from):
     load_weights(general, state, checkpoint, ckpt_path, args)
     say(f"Loaded the general model from {ckpt_path}.")
     return MultiDeviceModel(general, args.train_devices), str(ckpt_path), []
-
-
-def devices_in(state) -> list:
-    return list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("device_models.")))
 
 
 def save_system(run_dir, system, config, general_ckpt, completed):
@@ -146,25 +140,17 @@ def evaluate(args):
     """Predict the evaluation set with a stage-2 system and write ``predictions/<run id>/``."""
     if not args.eval_dir:
         raise SystemExit("--evaluate needs --eval_dir DIR, the evaluation set (audio/ and evaluation_setup/).")
-    ckpt_path = resolve_checkpoint(args.ckpt_id, args.project_name)
-    checkpoint = load_checkpoint(ckpt_path)
-    kind, state = split_state_dict(checkpoint)
-    if kind != "container":
-        raise CheckpointError(f"{ckpt_path} holds only a general model: --evaluate needs a stage-2 run.")
-    if not checkpoint.get("complete", True):
-        raise CheckpointError(f"{ckpt_path}: run {ckpt_path.parents[1].name} stopped before every device was "
-                              f"fine-tuned; finish it first with --resume {ckpt_path.parents[1].name}.")
+    system, checkpoint, ckpt_path = load_device_system(args.ckpt_id, args.project_name,
+                                                       NetworkConfig.from_args(args), args)
     run_dir = ckpt_path.parents[1]
     out_dir = Path("predictions") / run_dir.name
     if out_dir.exists() and not args.overwrite:
         raise SystemExit(f"{out_dir}/ exists already; pass --overwrite to replace its files.")
 
-    system = MultiDeviceModel(Network(NetworkConfig.from_args(args)), devices_in(state))
-    load_weights(system, state, checkpoint, ckpt_path, args)
     module = SceneClassifier(vars(args), model=system).eval()
     complexity = device_models_complexity(system, module.frontend.input_shape())
     print(complexity_markdown(complexity))
-    too_big = [name for name, c in complexity.items() if not within_limits(c)]
+    too_big = over_limits(complexity)
     if too_big:
         raise SystemExit(f"Refusing to write predictions: {', '.join(too_big)} exceed the complexity limits.")
 

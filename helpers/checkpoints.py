@@ -99,6 +99,36 @@ def save_checkpoint(checkpoint: dict, path) -> Path:
     return Path(path)
 
 
+def devices_in(state: dict) -> list:
+    """The devices that have their own model in a container's state dict, in stored order."""
+    return list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("device_models.")))
+
+
+def load_device_system(ckpt_id, project_name, network_config, args=None, allow_general=False,
+                       allow_unfinished=False) -> tuple:
+    """``(system, checkpoint, path)``: the device container of a stage-2 run (or ``.ckpt``).
+
+    A stage-1 checkpoint becomes a container without device models when ``allow_general``; a
+    stage-2 run stopped before its last device is refused unless ``allow_unfinished``."""
+    from models.cp_mobile import Network
+    from models.multi_device import MultiDeviceModel
+
+    path = resolve_checkpoint(str(ckpt_id), project_name)
+    checkpoint = load_checkpoint(path)
+    kind, state = split_state_dict(checkpoint)
+    if kind == "general":
+        if not allow_general:
+            raise CheckpointError(f"{path} holds only a general model (stage 1): use a stage-2 run.")
+        state = {f"base_model.{k}": v for k, v in state.items()}
+    elif not checkpoint.get("complete", True) and not allow_unfinished:
+        run = path.parents[1].name
+        raise CheckpointError(f"{path}: run {run} stopped before every device was fine-tuned; "
+                              f"finish it first with --resume {run}.")
+    system = MultiDeviceModel(Network(network_config), devices_in(state))
+    load_weights(system, state, checkpoint, path, args)
+    return system, checkpoint, path
+
+
 def merge_device_runs(run_ids, project_name, network_config):
     """One device container from stage-2 runs that fine-tuned different devices of the same
     general model (independent jobs run in parallel): ``(system, general_checkpoint, devices)``."""

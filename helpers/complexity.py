@@ -61,6 +61,11 @@ def device_models_complexity(container, input_shape=(1, 1, 256, 65)) -> dict:
     return {name: model_complexity(model, input_shape) for name, model in models.items()}
 
 
+def over_limits(per_model: dict) -> list:
+    """Names of the models of ``device_models_complexity`` that exceed a limit."""
+    return [name for name, c in per_model.items() if not within_limits(c)]
+
+
 def complexity_markdown(per_model: dict) -> str:
     lines = ["| Model | MACs | Params | Parameter bytes (16-bit) | Within limits |", "|---|---:|---:|---:|---|"]
     for name, c in per_model.items():

@@ -90,7 +90,7 @@ def make_loader(dataset_dir, rows, args, train: bool, trainer=None, cache=None,
     ``--roll_sec``; evaluation loaders keep each device's clips together so that a device model
     sees full batches. Under DDP (``trainer`` with several processes) each process gets its share:
     shuffled for training, and for evaluation every clip exactly once (no padding duplicates)."""
-    rate = input_sample_rate(args) if cache is not None else args.orig_sample_rate
+    rate = cache.sample_rate if cache is not None else args.orig_sample_rate
     roll_samples = int(rate * args.roll_sec) if train else 0
     if not train:
         rows = rows.sort_values(device_column, kind="stable")

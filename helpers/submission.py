@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 
 from dataset.dcase25 import CLASSES
-from helpers.checkpoints import load_checkpoint, load_weights, resolve_checkpoint, split_state_dict
-from helpers.complexity import complexity_markdown, device_models_complexity, within_limits
+from helpers.checkpoints import load_checkpoint, load_device_system, resolve_checkpoint
+from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.files import atomic_path, write_text
-from models.cp_mobile import Network, NetworkConfig
+from models.cp_mobile import NetworkConfig
 from models.frontend import LogMelFrontEnd
-from models.multi_device import MultiDeviceModel
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_DIR = REPO / "submission_template"
@@ -183,21 +182,19 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
     checkpoint = load_checkpoint(ckpt_path)
     hparams = checkpoint.get("hyper_parameters") or {}
     hparams = dict(vars(hparams)) if isinstance(hparams, argparse.Namespace) else dict(hparams)
-    kind, state = split_state_dict(checkpoint)
-    if kind == "general":  # a stage-1 run: every device uses the general model
-        state = {f"base_model.{k}": v for k, v in state.items()}
-        print(f"Note: {ckpt_path} is a stage-1 checkpoint; every device will use its general model.")
-    devices = list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("device_models.")))
+    # the network is built from the settings the package will use; a stage-1 run exports with every
+    # device on the general model
+    network = NetworkConfig(**package_config(hparams, [])["network"])
+    system, _, _ = load_device_system(ckpt_path, project_name, network, allow_general=True)
+    devices = list(system.device_models)
     config = package_config(hparams, devices)
-
-    # build the network from the settings the package will use, and load the run's weights into it
-    system = MultiDeviceModel(Network(NetworkConfig(**config["network"])), devices)
-    load_weights(system, state, checkpoint, ckpt_path)
+    if not devices:
+        print(f"Note: {ckpt_path} is a stage-1 checkpoint; every device will use its general model.")
     system.half()  # the 16-bit parameters the package stores and the limits count
     frontend = LogMelFrontEnd(**config["frontend"])
     complexity = device_models_complexity(system, frontend.input_shape())
     print(complexity_markdown(complexity))
-    too_big = [name for name, c in complexity.items() if not within_limits(c)]
+    too_big = over_limits(complexity)
     if too_big and check_limits:
         raise ExportError(f"Not exported: {', '.join(too_big)} exceed the complexity limits "
                           "(30,000,000 MACs, 128,000 parameter bytes per device model).")

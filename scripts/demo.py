@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 import train_base  # noqa: E402
 import train_device_specific  # noqa: E402
 from helpers.cli import build_parser  # noqa: E402
+from helpers.experiment import run_cli  # noqa: E402
 from helpers.submission import export_submission  # noqa: E402
 
 
@@ -36,4 +37,4 @@ def main(extra):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(lambda: main(sys.argv[1:]))

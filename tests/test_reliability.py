@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import lightning as L
 import pandas as pd
 import pytest
 import torch

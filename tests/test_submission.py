@@ -119,7 +119,7 @@ def test_package_layout_and_second_index_leaves_first_untouched(exported):
     assert not (label_dir / f"{LABEL}_3.py").exists()  # refused: over the limits
     after = tree_digests(package)
     assert {k: after[k] for k in exported["first"]} == exported["first"]
-    assert f'SUBMISSION_INDEX = 2' in (label_dir / f"{LABEL}_2.py").read_text()
+    assert 'SUBMISSION_INDEX = 2' in (label_dir / f"{LABEL}_2.py").read_text()
     # 16-bit parameters, read without running code
     state = torch.load(label_dir / "ckpts" / f"{LABEL}_1.pt", weights_only=True)["state_dict"]
     assert {v.dtype for k, v in state.items() if "num_batches_tracked" not in k} == {torch.float16}
