@@ -54,7 +54,9 @@ def load_checkpoint(path) -> dict:
         with torch.serialization.safe_globals(safe):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(f"{path} could not be read as a checkpoint ({type(err).__name__}: {err}).") from err
+        raise CheckpointError(f"{path} is not a checkpoint torch can read safely ({type(err).__name__}: {err}). "
+                              "Pass a .ckpt written by train_base.py or train_device_specific.py, or one of the "
+                              "organisers' baseline checkpoints.") from err
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a Lightning checkpoint of this project or of the organisers' "
                               "baseline (it has no 'state_dict').")

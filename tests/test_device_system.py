@@ -133,7 +133,7 @@ def test_checkpoint_of_other_network_flags_is_explained(tmp_path):
 def test_non_checkpoint_file_is_refused(tmp_path):
     path = tmp_path / "notes.ckpt"
     path.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="could not be read"):
+    with pytest.raises(CheckpointError, match="not a checkpoint torch can read"):
         load_checkpoint(path)
     torch.save({"weights": torch.ones(2)}, tmp_path / "plain.ckpt")
     with pytest.raises(CheckpointError, match="state_dict"):
@@ -197,3 +197,18 @@ def test_merge_runs_of_independent_device_jobs(tmp_path, monkeypatch):
     finished_run(tmp_path, "job-c", other, ["c"])
     with pytest.raises(CheckpointError, match="another general model"):
         merge_device_runs(["job-a", "job-c"], "proj", NetworkConfig())
+
+
+def test_evaluate_refuses_models_over_the_limits_and_writes_nothing(tmp_path, monkeypatch):
+    import train_device_specific
+    from dataset.demo import write_demo_dataset
+    monkeypatch.chdir(tmp_path)
+    write_demo_dataset(tmp_path / "demo_data", scale=0.05)
+    wide = MultiDeviceModel(Network(NetworkConfig(base_channels=48)), ["a"])  # about 60 million MACs
+    save_checkpoint({"state_dict": {f"model.{k}": v for k, v in wide.state_dict().items()},
+                     "completed_devices": ["a"], "complete": True},
+                    tmp_path / "DCASE25_Task1" / "wide" / "checkpoints" / "last.ckpt")
+    with pytest.raises(SystemExit, match="exceed the complexity limits"):
+        train_device_specific.main(["--demo", "--ckpt_id", "wide", "--base_channels", "48", "--evaluate",
+                                    "--eval_dir", "demo_data/eval", "--num_workers", "0"])
+    assert not (tmp_path / "predictions").exists()
