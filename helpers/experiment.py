@@ -187,8 +187,8 @@ def newest_run(project: Path, stage: str) -> str:
 def make_logger(args, run_id: str):
     """The run's logger: Weights & Biases (online or offline), or a CSV file when disabled."""
     mode = resolve_wandb_mode(args.wandb_mode)
-    if mode == "disabled":
-        return CSVLogger(save_dir=args.project_name, name="", version=run_id), mode
+    if mode == "disabled":  # one folder per start, so a resumed run keeps the metrics logged before
+        return CSVLogger(save_dir=args.project_name, name=run_id, version=time.strftime("%Y%m%d-%H%M%S")), mode
     os.environ["WANDB_MODE"] = mode  # also stops wandb from asking for a login offline
     logger = WandbLogger(project=args.project_name, name=args.experiment_name, id=run_id, mode=mode,
                          resume="allow", save_dir=".",
