@@ -5,6 +5,7 @@ Kept free of the rest of the project, so that an exported submission package can
 import av
 import numpy as np
 import torch
+import torchaudio
 
 
 class AudioError(RuntimeError):
@@ -57,3 +58,22 @@ def fit_length(waveform: torch.Tensor, n_samples: int) -> tuple:
     if length > n_samples:
         return waveform[..., :n_samples], True
     return torch.nn.functional.pad(waveform, (0, n_samples - length)), True
+
+
+class ClipReader:
+    """Reads files as clips of one shape: ``[1, n_samples]`` at ``sample_rate``. Files at another rate
+    are resampled (torchaudio's Resample, one per rate, built where it is first needed), and clips
+    of another length are padded with zeros or cut."""
+
+    def __init__(self, sample_rate: int, seconds: float = 1.0):
+        self.sample_rate, self.n_samples = sample_rate, int(round(seconds * sample_rate))
+        self._resamplers = {}
+
+    def __call__(self, path) -> tuple:
+        """``(waveform, whether its length had to be changed)``; AudioError for an unusable file."""
+        waveform, rate = load_audio(path)
+        if rate != self.sample_rate:
+            if rate not in self._resamplers:
+                self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
+            waveform = self._resamplers[rate](waveform)
+        return fit_length(waveform, self.n_samples)

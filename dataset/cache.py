@@ -18,7 +18,7 @@ import torchaudio
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dataset.audio import fit_length, load_audio
+from dataset.audio import ClipReader
 
 CACHE_FORMAT = 1
 STORAGE_DTYPE = np.float16  # halves the size; features change only within 16-bit rounding
@@ -38,21 +38,15 @@ def file_signature(path: Path) -> list:
 class _DecodeAndResample(Dataset):
     """Decodes and resamples clips for building a cache (run by DataLoader workers in parallel)."""
 
-    def __init__(self, dataset_dir, files, sample_rate, n_samples):
+    def __init__(self, dataset_dir, files, sample_rate, seconds):
         self.dataset_dir, self.files = Path(dataset_dir), files
-        self.sample_rate, self.n_samples = sample_rate, n_samples
-        self._resamplers = {}
+        self.read = ClipReader(sample_rate, seconds)
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, index):
-        waveform, rate = load_audio(self.dataset_dir / self.files[index])
-        if rate != self.sample_rate:
-            if rate not in self._resamplers:
-                self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
-            waveform = self._resamplers[rate](waveform)
-        fitted, changed = fit_length(waveform, self.n_samples)
+        fitted, changed = self.read(self.dataset_dir / self.files[index])
         return index, fitted[0].numpy().astype(STORAGE_DTYPE), changed
 
 
@@ -103,7 +97,8 @@ class AudioCache:
         tmp_path = cache_dir / f".{key}.{os.getpid()}.npy.tmp"
         array = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=STORAGE_DTYPE,
                                           shape=(len(files), params["n_samples"]))
-        loader = DataLoader(_DecodeAndResample(dataset_dir, files, params["sample_rate"], params["n_samples"]),
+        seconds = params["n_samples"] / params["sample_rate"]
+        loader = DataLoader(_DecodeAndResample(dataset_dir, files, params["sample_rate"], seconds),
                             batch_size=None, num_workers=num_workers)
         fitted = 0
         try:

@@ -10,11 +10,10 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
-import torchaudio
 from torch.utils.data import Dataset
 
 from dataset import validation
-from dataset.audio import AudioError, fit_length, load_audio
+from dataset.audio import AudioError, ClipReader
 from dataset.errors import DataError
 from models.frontend import roll_waveform
 
@@ -123,8 +122,7 @@ class AudioDataset(Dataset):
             self.labels = [-1] * len(self.files)
         self.roll_samples = roll_samples
         self.cache = cache
-        self.sample_rate, self.n_samples = sample_rate, int(round(seconds * sample_rate))
-        self._resamplers = {}  # one per file rate, built in the process that uses it
+        self.read_clip = ClipReader(sample_rate, seconds)
 
     def __len__(self):
         return len(self.files)
@@ -140,15 +138,10 @@ class AudioDataset(Dataset):
     def read_wav(self, path):
         """``[1, n_samples]`` at ``sample_rate``; a file that cannot be decoded is named in the error."""
         try:
-            waveform, rate = load_audio(path)
+            return self.read_clip(path)[0]
         except AudioError as err:  # raised in a DataLoader worker, the message reaches the user
             raise DataError(f"{err} Restore the file from the original download, or remove its lines from "
                             "meta.csv and the split files.") from err
-        if rate != self.sample_rate:
-            if rate not in self._resamplers:
-                self._resamplers[rate] = torchaudio.transforms.Resample(rate, self.sample_rate)
-            waveform = self._resamplers[rate](waveform)
-        return fit_length(waveform, self.n_samples)[0]
 
 
 def training_rows(dataset_dir, split_dir, subset: int = ALLOWED_SUBSET, devices=None) -> pd.DataFrame:
