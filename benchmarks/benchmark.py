@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dataset import dcase25  # noqa: E402
 from dataset.demo import is_complete, write_demo_dataset  # noqa: E402
 from helpers.cli import build_parser, parse_args  # noqa: E402
-from helpers.experiment import effective_num_workers, make_loader, open_cache  # noqa: E402
+from helpers.experiment import available_cpus, make_loader, open_cache  # noqa: E402
 from models.asc_module import SceneClassifier, round_parameters_to_fp16  # noqa: E402
 from models.cp_mobile import Network  # noqa: E402
 from models.frontend import mixstyle  # noqa: E402
@@ -152,7 +152,7 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {effective_num_workers(10**6)} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
+    return f"{cpu}, {available_cpus()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
 
 
 def main():

@@ -72,11 +72,6 @@ def split_file(split_dir, name: str, dataset_dir=None) -> Path:
     return path
 
 
-def read_csv(path) -> pd.DataFrame:
-    """A TAB-separated file as strings (DataError when it is not one)."""
-    return validation.read_table(path).reset_index(drop=True)
-
-
 def read_meta(dataset_dir) -> pd.DataFrame:
     """``meta.csv``, checked: columns, scene labels, devices, unique ``audio/*.wav`` names."""
     path = Path(dataset_dir) / "meta.csv"

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dataset import dcase25
+from dataset import dcase25, validation
 from dataset.audio import load_audio
 from dataset.dcase25 import (CLASSES, DATASET_DIR_ENV, SPLIT_URL, AudioDataset, DataError,
                              resolve_dataset_dir, select_split, split_file, training_rows)
@@ -335,7 +335,7 @@ def test_select_split_on_real_test_csv():
     path = SHARED_DATA / "test.csv"
     if not path.is_file():
         pytest.skip("shared test.csv not present")
-    split = dcase25.read_csv(path)
+    split = validation.read_table(path).reset_index(drop=True)
     meta = pd.DataFrame({
         "filename": split["filename"],
         "scene_label": split["scene_label"],
