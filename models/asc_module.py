@@ -34,6 +34,7 @@ class SceneClassifier(L.LightningModule):
         self.val_metrics = SceneDeviceAccuracy()
         self.test_metrics = SceneDeviceAccuracy()
         self.test_results = None  # filled at the end of a test run
+        self.test_confusion = None  # {device: true x predicted counts}, filled at the end of a test run
 
     def forward(self, waveform, devices=None):
         return self.classify(self.frontend(waveform), devices)
@@ -94,15 +95,17 @@ class SceneClassifier(L.LightningModule):
 
     def on_test_epoch_end(self):
         self.test_results = self.test_metrics.compute()
+        self.test_confusion = self.test_metrics.confusion_counts()
         self._log_results("test", self.test_results)
         self.test_metrics.reset()
 
     def _log_results(self, stage, results):
         if self.trainer.sanity_checking:
             return
-        # the values are already reduced over all processes by torchmetrics
-        self.log_dict({f"{self.log_prefix}{stage}/{name}": value for name, value in results.items()},
-                      rank_zero_only=True)
+        # the values are already reduced over all processes by torchmetrics; clip counts go to the result
+        # files, not to the curves
+        self.log_dict({f"{self.log_prefix}{stage}/{name}": value for name, value in results.items()
+                       if not name.startswith("count.")}, rank_zero_only=True)
 
 
 def round_parameters_to_fp16(model: torch.nn.Module) -> torch.nn.Module:

@@ -61,30 +61,26 @@ def _hand_metrics(logits, labels, devices):
     def loss(idx):
         return sum(losses[i] for i in idx) / len(idx)
 
+    def add(name, idx):
+        if idx:
+            out[f"acc.{name}"] = acc(idx)
+            out[f"loss.{name}"] = loss(idx)
+            out[f"count.{name}"] = len(idx)
+
     out = {"count": n, "acc": acc(range(n)), "loss": loss(range(n))}
     per_class = []
     for c, name in enumerate(CLASSES):
         idx = [i for i in range(n) if labels[i] == c]
+        add(name, idx)
         if idx:
-            out[f"acc.{name}"] = acc(idx)
-            out[f"loss.{name}"] = loss(idx)
             per_class.append(acc(idx))
     out["macro_avg_acc"] = sum(per_class) / len(per_class)
     known = set(DEVICES)
     for device in DEVICES:
-        idx = [i for i in range(n) if devices[i] == device]
-        if idx:
-            out[f"acc.{device}"] = acc(idx)
-            out[f"loss.{device}"] = loss(idx)
-    idx = [i for i in range(n) if devices[i] not in known]
-    if idx:
-        out["acc.unknown"] = acc(idx)
-        out["loss.unknown"] = loss(idx)
+        add(device, [i for i in range(n) if devices[i] == device])
+    add("unknown", [i for i in range(n) if devices[i] not in known])
     for group in ("real", "seen", "unseen"):
-        idx = [i for i in range(n) if DEVICE_GROUPS.get(devices[i]) == group]
-        if idx:
-            out[f"acc.{group}"] = acc(idx)
-            out[f"loss.{group}"] = loss(idx)
+        add(group, [i for i in range(n) if DEVICE_GROUPS.get(devices[i]) == group])
     return out
 
 
@@ -142,6 +138,26 @@ def test_metric_tiny_example_by_hand():
     assert r["loss.airport"] == pytest.approx((ce_right + ce_wrong) / 2)
     assert r["loss.bus"] == pytest.approx(ce_right)
     assert r["loss"] == pytest.approx((3 * ce_right + ce_wrong) / 4)
+
+
+def test_metric_confusion_counts_by_hand():
+    pool = DEVICES + ["xyz"]
+    batches = [_random_batch(n, seed, pool) for n, seed in ((50, 4), (31, 5))]
+    metric = SceneDeviceAccuracy()
+    for logits, labels, devices in batches:
+        metric.update(logits, labels, devices)
+    counts = metric.confusion_counts()
+    expected = {}
+    for logits, labels, devices in batches:
+        for device, true, predicted in zip(devices, labels.tolist(), logits.argmax(1).tolist()):
+            matrix = expected.setdefault(device if device in DEVICES else "unknown", [[0] * 10 for _ in range(10)])
+            matrix[true][predicted] += 1  # rows: true class, columns: predicted class
+    assert counts == expected
+    result = metric.compute()  # the counts and the accuracies come from the same state
+    for c, name in enumerate(CLASSES):
+        n = sum(sum(m[c]) for m in counts.values())
+        assert result[f"count.{name}"] == n
+        assert result[f"acc.{name}"] == pytest.approx(sum(m[c][c] for m in counts.values()) / n)
 
 
 def test_metric_macro_differs_from_overall_on_imbalance():
