@@ -48,7 +48,9 @@ def main(argv=None):
 
     if trainer.is_global_zero:
         run_dir = last_ckpt.parents[1]
-        print("\n" + write_results(run_dir, run_id, {"General Model": module.test_results}, {"general": complexity}))
+        print("\n" + write_results(run_dir, run_id, {"General Model": module.test_results}, {"general": complexity},
+                                   confusion={"General Model": module.test_confusion}, flags=vars(args),
+                                   logger=logger))
         print(f"Run id: {run_id}  (checkpoint: {last_ckpt.resolve()})")
         print("Fine-tune one model per device with:\n  " + stage2_command(args, run_id))
     return run_id, module.test_results

@@ -96,7 +96,10 @@ def main(argv=None):
     results = {"General Model": general_module.test_results, "Device-specific Models": system_module.test_results}
 
     if tester.is_global_zero:
-        print("\n" + write_results(run_dir, run_id, results, complexity, general_checkpoint=general_ckpt))
+        confusion = {"General Model": general_module.test_confusion,
+                     "Device-specific Models": system_module.test_confusion}
+        print("\n" + write_results(run_dir, run_id, results, complexity, confusion=confusion, flags=vars(args),
+                                   logger=logger, general_checkpoint=general_ckpt))
         print(f"Run id: {run_id}  (checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}; "
               f"results: {run_dir / 'results.md'})")
     return run_id, results
