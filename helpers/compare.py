@@ -1,0 +1,201 @@
+"""Runs side by side:
+
+    python -m helpers.compare RUN_OR_FOLDER [RUN_OR_FOLDER ...] [--project_name P] [--out comparison]
+
+Prints a Markdown table with one row per run and system: macro-average accuracy, the device groups
+(real, seen, unseen), every device, and the flags in which the runs differ. Runs whose flags differ
+only in ``--seed`` (and in settings that do not change the result: run id, names, logging, workers,
+cache) share one row with mean ± sample standard deviation, as the organisers report theirs.
+Writes the table to ``<out>.md`` and a bar chart of macro-average and group accuracies to ``<out>.png``.
+A stage-2 run counts with the flags of the stage-1 run it was fine-tuned from (as ``stage1.<flag>``).
+"""
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from dataset.dcase25 import DEVICES
+from helpers.files import atomic_path, write_text
+from helpers.reporting import find_run_dir, read_results
+
+# flags that do not change what a run learns (or that are compared another way: seed, ckpt_id)
+RUN_SPECIFIC = {"run_id", "resume", "seed", "experiment_name", "project_name", "wandb_mode", "num_workers",
+                "cache_dir", "ckpt_id", "merge", "evaluate", "eval_dir", "overwrite"}
+GROUPS = ("real", "seen", "unseen")
+MARKER = "<!-- written by python -m helpers.compare -->"
+
+
+def run_flags(run_dir: Path, results: dict) -> dict:
+    """The run's flags: from ``results.json``, else from its checkpoint's hyper-parameters."""
+    if "flags" in results:
+        return dict(results["flags"])
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt.is_file():
+        from helpers.checkpoints import load_checkpoint
+        hparams = load_checkpoint(ckpt).get("hyper_parameters") or {}
+        return {k: v for k, v in dict(vars(hparams) if isinstance(hparams, argparse.Namespace) else hparams).items()
+                if not k.startswith("_")}
+    return {}
+
+
+def load_run(run_or_folder: str, project_name: str) -> dict:
+    """A run's id, folder, results per system, and the flags that define it (``stage1.*`` for stage 2)."""
+    run_dir = find_run_dir(run_or_folder, project_name)
+    results = read_results(run_dir)
+    flags = run_flags(run_dir, results)
+    general = results.get("general_checkpoint")
+    if general:  # stage 2: the general model it started from counts by its own flags, not by its id
+        stage1_dir = Path(general).parents[1]
+        if (stage1_dir / "results.json").is_file():
+            stage1 = run_flags(stage1_dir, read_results(stage1_dir))
+            flags.update({f"stage1.{k}": v for k, v in stage1.items() if k not in RUN_SPECIFIC})
+            flags["stage1.seed"] = stage1.get("seed")
+        else:
+            flags["stage1.checkpoint"] = general
+    return {"run_id": results.get("run_id", run_dir.name), "dir": run_dir, "systems": results["results"],
+            "flags": flags, "seed": flags.get("seed"), "stage1_seed": flags.get("stage1.seed")}
+
+
+def defining_flags(run: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in run["flags"].items()
+                        if k not in RUN_SPECIFIC and k != "stage1.seed"))
+
+
+def group_runs(runs: list) -> list:
+    """Lists of runs that differ only in run-specific flags (a seed sweep), in order of first appearance."""
+    groups = {}
+    for run in runs:
+        groups.setdefault((tuple(run["systems"]), defining_flags(run)), []).append(run)
+    return list(groups.values())
+
+
+def differing_flags(runs: list) -> list:
+    """Flags whose value is not the same in all runs (run-specific ones left out)."""
+    names = sorted({k for run in runs for k in run["flags"]} - RUN_SPECIFIC - {"stage1.seed"})
+    missing = object()
+    return [k for k in names if len({repr(run["flags"].get(k, missing)) for run in runs}) > 1]
+
+
+def summary(values: list):
+    """(mean, sample standard deviation or None) of accuracies in percent."""
+    values = [100 * v for v in values]
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def cell(values: list) -> str:
+    if not values:
+        return "-"
+    mean, std = summary(values)
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _runs_cell(group: list) -> str:
+    def one(run):
+        seeds = [f"seed {run['seed']}" if run["seed"] is not None else None,
+                 f"stage-1 seed {run['stage1_seed']}" if run.get("stage1_seed") is not None else None]
+        seeds = [s for s in seeds if s]
+        return run["run_id"] + (f" ({', '.join(seeds)})" if seeds else "")
+    return ", ".join(one(run) for run in group)
+
+
+def comparison_rows(runs: list) -> tuple:
+    """``(rows, flags)``: one row per group of runs and system, with the values of ``flags`` (those that differ)."""
+    flags = differing_flags(runs)
+    rows = []
+    for group in group_runs(runs):
+        for system in group[0]["systems"]:
+            metrics = [run["systems"][system] for run in group]
+            values = {key: [m[f"acc.{key}"] for m in metrics if f"acc.{key}" in m] for key in GROUPS + tuple(DEVICES)}
+            values["macro"] = [m["macro_avg_acc"] for m in metrics]
+            rows.append({"number": len(rows) + 1, "runs": _runs_cell(group), "n": len(group), "system": system,
+                         "values": values,
+                         "flags": {k: (str(group[0]["flags"][k]) if k in group[0]["flags"] else "-") for k in flags}})
+    return rows, flags
+
+
+def comparison_markdown(rows: list, flags: list) -> str:
+    header = (["#", "Runs", "System", "n", "Macro Avg. Accuracy"] + [g.title() for g in GROUPS]
+              + [d.upper() for d in DEVICES] + [f"--{k}" for k in flags])
+    alignment = ["---:", "---", "---", "---:"] + ["---:"] * (4 + len(DEVICES)) + ["---"] * len(flags)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(alignment) + "|"]
+    for row in rows:
+        cells = ([str(row["number"]), row["runs"], row["system"], str(row["n"]), cell(row["values"]["macro"])]
+                 + [cell(row["values"][k]) for k in GROUPS + tuple(DEVICES)] + [row["flags"][k] for k in flags])
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    note = ("Accuracies in percent on the development-test split; `mean ± std` over the n runs of a row "
+            "(sample standard deviation), runs that differ only in their seed.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def comparison_chart(rows: list, flags: list):
+    """Grouped bars: macro-average and the three device groups, one bar per row, error bars = std."""
+    import numpy as np
+    from helpers.plots import new_figure
+    categories = ["macro average"] + list(GROUPS)
+    keys = ["macro"] + list(GROUPS)
+    figure = new_figure((max(8.0, 2.2 * len(categories) + 0.4 * len(rows) * len(categories)), 6.5))
+    ax = figure.add_subplot()
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        stats = [summary(row["values"][k]) if row["values"][k] else (np.nan, None) for k in keys]
+        positions = np.arange(len(keys)) + (i - (len(rows) - 1) / 2) * width
+        settings = ", ".join(f"{k}={row['flags'][k]}" for k in flags)
+        label = f"#{row['number']} {row['system']} ({row['n']} run{'s' if row['n'] > 1 else ''})"
+        if settings:
+            label += f": {settings if len(settings) <= 70 else settings[:67] + '...'}"
+        bars = ax.bar(positions, [m for m, _ in stats], width, yerr=[s or 0 for _, s in stats], capsize=3,
+                      label=label)
+        ax.bar_label(bars, labels=[f"{m:.1f}" for m, _ in stats], fontsize=8, padding=2)
+    ax.set_xticks(range(len(keys)), categories)
+    ax.set_ylabel("accuracy (%), mean ± std over the runs of a row")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Comparison of {len(rows)} rows: macro-average and device-group accuracy", fontsize=11)
+    ax.legend(loc="upper left", bbox_to_anchor=(0, -0.08), fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def check_writable(path: Path, md_path: Path) -> None:
+    """Replace only this command's own earlier outputs, never a file someone else wrote."""
+    ours = md_path.is_file() and md_path.read_text().startswith(MARKER)
+    if path.exists() and not ours:
+        raise FileExistsError(f"{path} exists and was not written by helpers.compare; choose another --out.")
+
+
+def compare(run_ids, project_name="DCASE25_Task1", out="comparison") -> str:
+    """Compare the runs; write ``<out>.md`` and ``<out>.png``; return the table."""
+    runs, seen = [], set()
+    for run_or_folder in run_ids:
+        run = load_run(run_or_folder, project_name)
+        if run["dir"].resolve() not in seen:
+            seen.add(run["dir"].resolve())
+            runs.append(run)
+    rows, flags = comparison_rows(runs)
+    table = comparison_markdown(rows, flags)
+    md_path, png_path = Path(f"{out}.md"), Path(f"{out}.png")
+    for path in (md_path, png_path):
+        check_writable(path, md_path)
+    with atomic_path(png_path) as tmp:
+        comparison_chart(rows, flags).savefig(tmp, format="png")
+    write_text(md_path, f"{MARKER}\n# Comparison of {len(runs)} runs\n\n{table}\n![accuracy chart]({png_path.name})\n")
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN_OR_FOLDER",
+                        help="run ids (under --project_name) or run folders")
+    parser.add_argument("--project_name", default="DCASE25_Task1", help="folder of the runs given by id")
+    parser.add_argument("--out", default="comparison", help="writes <out>.md (the table) and <out>.png (the chart)")
+    args = parser.parse_args(argv)
+    try:
+        table = compare(args.runs, args.project_name, args.out)
+    except (FileNotFoundError, FileExistsError) as err:
+        sys.exit(f"error: {err}")
+    print(table)
+    print(f"Written: {args.out}.md, {args.out}.png")
+    return table
+
+
+if __name__ == "__main__":
+    main()
