@@ -38,6 +38,7 @@ COPIED_MODULES = {
     "models/multi_device.py": "models/multi_device.py",
     "models/frontend.py": "models/frontend.py",
     "dataset/audio.py": "audio.py",
+    "helpers/plots.py": "plots.py",  # figures of evaluate_submission.py, when matplotlib is installed
 }
 PROJECT_PACKAGES = ("models", "dataset", "helpers", "train_base", "train_device_specific", "scripts")
 FRONTEND_KEYS = ("orig_sample_rate", "sample_rate", "window_length", "hop_length", "n_fft", "n_mels", "f_min", "f_max")

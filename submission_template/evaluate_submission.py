@@ -6,11 +6,13 @@
 
 Predicts the development-test split and prints its accuracies (overall, macro-average, per class,
 per device and device group) as a sanity check, then predicts the evaluation set and writes to
-``predictions/<label>_<index>/``: ``output.csv`` (the file to submit), ``test_accuracy.json``,
-``complexity.json`` and ``model_state_dict.pt``. Exits with status 1 when a model exceeds the
-complexity limits.
+``predictions/<label>_<index>/``: ``output.csv`` (the file to submit), ``test_accuracy.json`` (with
+the confusion counts per device), ``complexity.json`` and ``model_state_dict.pt``, and, when
+matplotlib is installed, the figures of the development-test split: ``confusion_submission.png``
+and ``accuracy_map_submission.png``. Exits with status 1 when a model exceeds the complexity limits.
 """
 import argparse
+import importlib
 import os
 import sys
 import urllib.error
@@ -94,6 +96,36 @@ def accuracies(true_labels, predicted, devices, classes) -> dict:
             "n_files": len(frame)}
 
 
+def confusion_counts(true_labels, predicted, devices, classes) -> dict:
+    """``{device: matrix}``: clip counts, rows the true class and columns the predicted class."""
+    index = {c: i for i, c in enumerate(classes)}
+    counts = {}
+    for label, guess, device in zip(true_labels, predicted, devices):
+        matrix = counts.setdefault(device, [[0] * len(classes) for _ in classes])
+        matrix[index[label]][index[guess]] += 1
+    return dict(sorted(counts.items()))
+
+
+def write_figures(out_dir: str, package: str, title: str, confusion: dict, classes) -> list:
+    """The confusion matrix and the class x device accuracy map as PNG files (with the package's
+    copy of the training system's plotting module); skipped with one line without matplotlib."""
+    try:
+        plots = importlib.import_module(f"{package}.plots")
+    except ImportError as err:
+        missing = "matplotlib is not installed" if (err.name or "").startswith("matplotlib") else str(err)
+        print(f"Figures skipped: {missing} (pip install matplotlib to get them).")
+        return []
+    device_groups = {device: group for group, members in DEVICE_GROUPS.items() for device in members}
+    figures = plots.result_figures(title, {"Submission": confusion}, classes, list(device_groups), device_groups)
+    paths = []
+    for name, figure in figures.items():
+        path = os.path.join(out_dir, name)
+        figure.savefig(path + ".tmp", format="png")
+        os.replace(path + ".tmp", path)
+        paths.append(path)
+    return paths
+
+
 def print_accuracies(acc: dict) -> None:
     print(f"\nDevelopment-test split, {acc['n_files']} files")
     print(f"  overall accuracy:       {100 * acc['overall']:6.2f} %")
@@ -134,15 +166,21 @@ def main(argv=None) -> int:
                                       rows["source_label"].astype(str).tolist(), model_file_path=None,
                                       use_cuda=use_cuda)
     predicted = [class_order[int(x.argmax())] for x in logits]
-    acc = accuracies(rows["scene_label"].tolist(), predicted, rows["source_label"].astype(str).tolist(), class_order)
+    true_labels, devices = rows["scene_label"].tolist(), rows["source_label"].astype(str).tolist()
+    acc = accuracies(true_labels, predicted, devices, class_order)
     print_accuracies(acc)
+    confusion = confusion_counts(true_labels, predicted, devices, class_order)
     write_json(os.path.join(out_dir, "test_accuracy.json"), {
         "Test Accuracy": round(100 * acc["overall"], 2),
         "Macro Average Accuracy": round(100 * acc["macro_average"], 2),
         "Class-wise Accuracy": percent(acc["per_class"]),
         "Device-wise Accuracy": percent(acc["per_device"]),
         "Device Group Accuracy": percent(acc["per_device_group"]),
-        "Test Files": acc["n_files"]})
+        "Test Files": acc["n_files"],
+        "Confusion Matrix": {"rows": "true class", "columns": "predicted class", "classes": list(class_order),
+                             "per_device": confusion}})
+    figures = write_figures(out_dir, package, f"{args.submission_name}_{args.submission_index}", confusion,
+                            class_order)
 
     evaluation = eval_rows(args.eval_set_dir)
     print(f"\nPredicting {len(evaluation)} files of the evaluation set ...")
@@ -164,7 +202,7 @@ def main(argv=None) -> int:
     os.replace(state_path + ".tmp", state_path)
 
     print(f"\nWritten to {out_dir}/: output.csv (submit this file), test_accuracy.json, complexity.json, "
-          "model_state_dict.pt")
+          "model_state_dict.pt" + "".join(f", {os.path.basename(path)}" for path in figures))
     if not report["within_limits"]:
         print("FAILED: a model exceeds the complexity limits; this submission would be rejected.", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from matplotlib.image import imread
 
 from dataset.audio import load_audio
 from dataset.dcase25 import CLASSES
@@ -113,7 +114,8 @@ def test_package_layout_and_second_index_leaves_first_untouched(exported):
     for name in ("pyproject.toml", "test_complexity.py", "evaluate_submission.py", f"{LABEL}/__init__.py",
                  f"{LABEL}/{LABEL}_1.py", f"{LABEL}/{LABEL}_2.py", f"{LABEL}/{LABEL}_4.py",
                  f"{LABEL}/ckpts/{LABEL}_1.pt", f"{LABEL}/models/cp_mobile.py", f"{LABEL}/models/multi_device.py",
-                 f"{LABEL}/models/frontend.py", f"{LABEL}/audio.py", f"{LABEL}/resources/dummy.wav",
+                 f"{LABEL}/models/frontend.py", f"{LABEL}/audio.py", f"{LABEL}/plots.py",
+                 f"{LABEL}/resources/dummy.wav",
                  f"{LABEL}/resources/test.csv"):
         assert (package / name).is_file(), name
     assert not (label_dir / f"{LABEL}_3.py").exists()  # refused: over the limits
@@ -266,3 +268,24 @@ def test_complexity_check_and_evaluation_scripts(exported, venv):
     assert accuracy["Macro Average Accuracy"] == pytest.approx(
         sum(accuracy["Class-wise Accuracy"].values()) / 10, abs=0.01)
     assert json.loads((folder / "complexity.json").read_text())["within_limits"]
+    # the confusion counts: two clips per class, and the class-wise accuracies follow from them
+    confusion = accuracy["Confusion Matrix"]
+    assert confusion["classes"] == CLASSES and confusion["rows"] == "true class"
+    matrices = confusion["per_device"].values()
+    assert [sum(sum(m[i]) for m in matrices) for i in range(10)] == [2] * 10
+    for i, name in enumerate(CLASSES):
+        assert 100 * sum(m[i][i] for m in matrices) / 2 == pytest.approx(accuracy["Class-wise Accuracy"][name])
+    # the figures, drawn by the package's copy of helpers/plots.py
+    for name, shape in (("confusion_submission.png", (850, 950)), ("accuracy_map_submission.png", (750, 1050))):
+        assert imread(folder / name).shape[:2] == shape and name in evaluation.stdout
+
+    # without matplotlib the evaluation still runs and says in one line that the figures are skipped
+    no_matplotlib = ("import runpy, sys; sys.modules['matplotlib'] = None; sys.argv = sys.argv[1:]; "
+                     "runpy.run_path('evaluate_submission.py', run_name='__main__')")
+    plain = run([venv["python"], "-c", no_matplotlib, "evaluate_submission.py", "--submission_name", LABEL,
+                 "--submission_index", "1", "--dev_set_dir", root / "demo_data", "--eval_set_dir",
+                 root / "demo_data" / "eval", "--test_split_csv", cwd / "small_test.csv"], cwd=cwd, env=venv["env"])
+    assert [line for line in plain.stdout.splitlines() if "Figures skipped" in line] == [
+        "Figures skipped: matplotlib is not installed (pip install matplotlib to get them)."]
+    assert (cwd / "predictions" / f"{LABEL}_1" / "output.csv").is_file()
+    assert not list((cwd / "predictions" / f"{LABEL}_1").glob("*.png"))
