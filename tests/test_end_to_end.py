@@ -59,6 +59,18 @@ def check_results(results):
     assert all(0.0 <= results[f"acc.{k}"] <= 1.0 for k in CLASSES + DEVICES)
 
 
+def check_confusion(saved, system, workdir):
+    """The confusion counts of results.json cover every test clip once: per true class and per device
+    they add up to the clips of the test split."""
+    meta = pd.read_csv(workdir / "demo_data" / "meta.csv", sep="\t")
+    test = pd.read_csv(workdir / "demo_data" / "split_setup" / "test.csv", sep="\t")[["filename"]].merge(meta)
+    matrices = saved["confusion"]["systems"][system]
+    per_class = [sum(sum(m[i]) for m in matrices.values()) for i in range(len(CLASSES))]
+    assert per_class == [int((test["scene_label"] == c).sum()) for c in CLASSES]
+    assert {d: sum(map(sum, m)) for d, m in matrices.items()} == test["source_label"].value_counts().to_dict()
+    return matrices
+
+
 def test_stage1_writes_checkpoint_results_and_next_command(workdir, stage1):
     run_id, out = stage1
     ckpt = workdir / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt"
@@ -74,6 +86,12 @@ def test_stage1_writes_checkpoint_results_and_next_command(workdir, stage1):
     assert f"python train_device_specific.py --ckpt_id {run_id} --demo" in out
     # wandb ran offline and logged on the trainer's step axis
     assert list((workdir / "wandb").glob(f"offline-run-*-{run_id}"))
+    # figures: beside results.md, shown in it, logged to the offline wandb run as images
+    check_confusion(results, "General Model", workdir)
+    run_dir = workdir / "DCASE25_Task1" / run_id
+    for name in ("confusion_general_model", "accuracy_map_general_model"):
+        assert (run_dir / f"{name}.png").is_file() and f"]({name}.png)" in (run_dir / "results.md").read_text()
+        assert list((workdir / "wandb").glob(f"offline-run-*-{run_id}/files/media/images/test/{name}_*.png"))
 
 
 def test_stage2_results_and_unseen_devices(workdir, stage2):
@@ -87,10 +105,26 @@ def test_stage2_results_and_unseen_devices(workdir, stage2):
         assert system[f"acc.{device}"] == general[f"acc.{device}"]
         assert system[f"loss.{device}"] == pytest.approx(general[f"loss.{device}"], rel=1e-6)
     assert system["acc.unseen"] == general["acc.unseen"]
+    saved = json.loads((run_dir / "results.json").read_text())
+    general_counts = check_confusion(saved, "General Model", workdir)
+    system_counts = check_confusion(saved, "Device-specific Models", workdir)
+    assert all(system_counts[d] == general_counts[d] for d in ("s4", "s5", "s6"))  # the general model there
+    assert len(list(run_dir.glob("*.png"))) == 5 and (run_dir / "accuracy_map_difference.png").is_file()
     assert "| Device-specific Models |" in (run_dir / "results.md").read_text()
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert "model.device_models.s3.feed_forward.0.weight" in state and "model.base_model.in_c.0.0.weight" in state
     assert "| s3 | 29,419,156 | 61,148 | 122,296 | yes |" in out
+
+
+def test_compare_stage1_and_stage2_runs(workdir, stage1, stage2):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "helpers.compare", stage1[0], stage2[0]], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert "--lr" in lines[0] and "--stage1.lr" in lines[0]  # stage 2 has its own recipe
+    assert [line.split(" | ")[2] for line in lines[1:]] == ["General Model", "General Model", "Device-specific Models"]
+    assert (workdir / "comparison.md").is_file() and (workdir / "comparison.png").stat().st_size > 10_000
 
 
 def test_evaluation_predictions(workdir, stage2):
@@ -127,6 +161,8 @@ def test_stage1_with_two_ddp_processes(workdir):
     n_test = len(pd.read_csv(workdir / "demo_data" / "split_setup" / "test.csv", sep="\t"))
     assert results["count"] == n_test
     check_results(results)
+    saved = json.loads((workdir / "DDP" / run_id / "results.json").read_text())
+    check_confusion(saved, "General Model", workdir)  # counts reduced over both processes, each clip once
     assert [p.name for p in (workdir / "DDP").iterdir()] == [run_id]
     assert (workdir / "DDP" / run_id / "checkpoints" / "last.ckpt").is_file()
 
