@@ -45,8 +45,11 @@ def load_run(run_or_folder: str, project_name: str) -> dict:
     flags = run_flags(run_dir, results)
     general = results.get("general_checkpoint")
     if general:  # stage 2: the general model it started from counts by its own flags, not by its id
-        stage1_dir = Path(general).parents[1]
-        if (stage1_dir / "results.json").is_file():
+        # the path was written relative to where stage 2 ran; else look for the run beside this one
+        parents = Path(general).parents  # <project>/<run id>/checkpoints/last.ckpt, or any .ckpt file
+        candidates = [parents[1], run_dir.parent / parents[1].name] if len(parents) > 1 else []
+        stage1_dir = next((d for d in candidates if (d / "results.json").is_file()), None)
+        if stage1_dir is not None:
             stage1 = run_flags(stage1_dir, read_results(stage1_dir))
             flags.update({f"stage1.{k}": v for k, v in stage1.items() if k not in RUN_SPECIFIC})
             flags["stage1.seed"] = stage1.get("seed")
@@ -127,7 +130,7 @@ def comparison_markdown(rows: list, flags: list) -> str:
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 
-def comparison_chart(rows: list, flags: list):
+def comparison_chart(rows: list, flags: list, n_runs: int):
     """Grouped bars: macro-average and the three device groups, one bar per row, error bars = std."""
     import numpy as np
     from helpers.plots import new_figure
@@ -149,7 +152,8 @@ def comparison_chart(rows: list, flags: list):
     ax.set_xticks(range(len(keys)), categories)
     ax.set_ylabel("accuracy (%), mean ± std over the runs of a row")
     ax.set_ylim(0, 100)
-    ax.set_title(f"Comparison of {len(rows)} rows: macro-average and device-group accuracy", fontsize=11)
+    ax.set_title(f"Macro-average and device-group accuracy of {n_runs} run{'s' if n_runs > 1 else ''} "
+                 "(rows of the comparison table)", fontsize=11)
     ax.legend(loc="upper left", bbox_to_anchor=(0, -0.08), fontsize=8, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return figure
@@ -176,7 +180,7 @@ def compare(run_ids, project_name="DCASE25_Task1", out="comparison") -> str:
     for path in (md_path, png_path):
         check_writable(path, md_path)
     with atomic_path(png_path) as tmp:
-        comparison_chart(rows, flags).savefig(tmp, format="png")
+        comparison_chart(rows, flags, len(runs)).savefig(tmp, format="png")
     write_text(md_path, f"{MARKER}\n# Comparison of {len(runs)} runs\n\n{table}\n![accuracy chart]({png_path.name})\n")
     return table
 
