@@ -131,8 +131,8 @@ def load_system(args, resume_from):
 def save_system(run_dir, system, config, general_ckpt, completed):
     """The container as the run's ``last.ckpt``; ``complete`` once every device is fine-tuned."""
     save_checkpoint({"state_dict": {f"model.{k}": v for k, v in system.state_dict().items()},
-                     "hyper_parameters": config, "network": network_record(system), "general_checkpoint": general_ckpt,
-                     "completed_devices": list(completed),
+                     "hyper_parameters": config, "network": network_record(system),
+                     "general_checkpoint": general_ckpt, "completed_devices": list(completed),
                      "complete": set(completed) >= set(system.device_models)},
                     run_dir / "checkpoints" / "last.ckpt")
 

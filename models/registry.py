@@ -63,7 +63,11 @@ def discover() -> None:
     package = __name__.rpartition(".")[0]
     for path in sorted(Path(__file__).parent.glob("*.py")):
         if path.name != Path(__file__).name and _uses_register_network(path):
-            importlib.import_module(f"{package}.{path.stem}")
+            try:
+                importlib.import_module(f"{package}.{path.stem}")
+            except Exception as err:
+                raise ImportError(f"{path.name} registers a network but cannot be imported "
+                                  f"({type(err).__name__}: {err}); fix or remove it.") from err
     _discovered = True
 
 
