@@ -182,5 +182,6 @@ def set_network_flags(args, record: dict) -> None:
     """Make ``args`` describe the network of ``record`` (``{"name", "config"}``, from a checkpoint), so
     that what a run saves and logs names the network it really trained."""
     args.model = record["name"]
-    for field in flag_fields(networks()[record["name"]].config_class):
-        setattr(args, field.name, record["config"][field.name])
+    config = make_config(record["name"], record["config"])
+    for field in flag_fields(type(config)):
+        setattr(args, field.name, getattr(config, field.name))

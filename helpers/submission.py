@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from dataset.dcase25 import CLASSES
-from helpers.checkpoints import hyper_parameters, load_checkpoint, load_device_system, resolve_checkpoint
+from helpers.checkpoints import hyper_parameters, load_device_system, resolve_checkpoint
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.files import atomic_path, write_text
 from models.frontend import LogMelFrontEnd
@@ -81,8 +81,7 @@ def module_path(module: str) -> str:
 
 
 def project_imports(repo_path: str) -> list:
-    """``(node, module)`` for every import of another project module in ``repo_path``; refuses the forms
-    the package cannot rewrite."""
+    """The project modules that ``repo_path`` imports; refuses the forms the package cannot rewrite."""
     found = []
     for node in ast.walk(ast.parse((REPO / repo_path).read_text(), filename=repo_path)):
         if isinstance(node, ast.Import):
@@ -93,7 +92,7 @@ def project_imports(repo_path: str) -> list:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in PROJECT_NAMES:
             if node.lineno != node.end_lineno:
                 raise ExportError(f"{repo_path}:{node.lineno}: write 'from {node.module} import ...' on one line.")
-            found.append((node, node.module))
+            found.append(node.module)
     return found
 
 
@@ -111,7 +110,7 @@ def carried_modules(roots) -> list:
         if path in seen:
             continue
         seen.append(path)
-        todo += [module_path(module) for _, module in project_imports(path)]
+        todo += [module_path(module) for module in project_imports(path)]
     return sorted(seen)
 
 
@@ -205,10 +204,10 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
     the package folder. Nothing is written when a check fails."""
     label, index = check_label(label), check_index(index)
     ckpt_path = resolve_checkpoint(str(ckpt_id), project_name)
-    hparams = hyper_parameters(load_checkpoint(ckpt_path))
     # the network is the one the checkpoint records; a stage-1 run exports with every device on the
     # general model
-    system, _, _ = load_device_system(ckpt_path, project_name, allow_general=True)
+    system, checkpoint, _ = load_device_system(ckpt_path, project_name, allow_general=True)
+    hparams = hyper_parameters(checkpoint)
     devices = list(system.device_models)
     config = package_config(network_record(system), hparams, devices)
     if not devices:

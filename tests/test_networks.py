@@ -16,7 +16,7 @@ import torch
 import train_base
 import train_device_specific
 from dataset.demo import write_demo_dataset
-from helpers.checkpoints import CheckpointError
+from helpers.checkpoints import CheckpointError, checkpoint_network, load_weights
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import model_complexity
 from helpers.submission import ExportError, carried_modules, export_submission
@@ -240,3 +240,18 @@ def test_a_network_added_as_the_readme_says_trains_exports_and_predicts(demo_dir
     expected = torch.load(repo / "reference.pt")
     assert logits.shape == (4, 10)
     assert torch.allclose(logits, expected, atol=1e-3), (logits - expected).abs().max()
+
+
+def test_checkpoints_without_a_record_are_cp_mobile_from_their_hyper_parameters(tmp_path):
+    """The organisers' checkpoints (and this project's older ones) name no network."""
+    wide = build_network("cp_mobile", {"base_channels": 40})
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in wide.state_dict().items()},
+                  "hyper_parameters": {"base_channels": 40, "channels_multiplier": 1.8, "lr": 0.005}}
+    network = checkpoint_network(checkpoint, "organisers.ckpt")
+    assert network_record(network) == network_record(wide)
+    load_weights(network, {k[len("model."):]: v for k, v in checkpoint["state_dict"].items()}, checkpoint, "x")
+    # a checkpoint that records nothing at all is described by the run's flags
+    bare = {"state_dict": checkpoint["state_dict"]}
+    args = parse_args(build_parser("device", ""), ["--base_channels", "40"])
+    assert network_record(checkpoint_network(bare, "bare.ckpt", args)) == network_record(wide)
+    assert network_record(checkpoint_network(bare, "bare.ckpt"))["config"]["base_channels"] == 32
