@@ -1,7 +1,9 @@
-"""Stage 1: train the general CP-Mobile model on the 25 % split (all training devices together).
+"""Stage 1: train the general model (CP-Mobile, or another network with --model) on the 25 % split
+(all training devices together).
 
     python train_base.py --dataset_dir /data/TAU-urban-acoustic-scenes-2022-mobile-development
     python train_base.py --demo          # built-in synthetic data set, a few minutes on a CPU
+    python train_base.py --demo --model cp_resnet --rho 4   # a teacher of another family
 """
 import shlex
 
@@ -37,7 +39,7 @@ def main(argv=None):
 
     module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args))
     complexity = model_complexity(module.model, module.frontend.input_shape())
-    say(f"Model: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
+    say(f"Model {args.model}: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
         f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
     logger.log_hyperparams({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
 

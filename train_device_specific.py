@@ -13,9 +13,10 @@ import lightning as L
 import torch
 
 from dataset.dcase25 import TRAIN_DEVICES, of_devices, test_rows, training_rows
-from helpers.checkpoints import (CheckpointError, load_checkpoint, load_device_system, load_weights,
-                                 merge_device_runs, resolve_checkpoint, save_checkpoint, split_state_dict)
-from helpers.cli import build_parser, parse_args
+from helpers.checkpoints import (CheckpointError, checkpoint_network, load_checkpoint, load_device_system,
+                                 load_weights, merge_device_runs, resolve_checkpoint, save_checkpoint,
+                                 split_state_dict)
+from helpers.cli import build_parser, parse_args, set_network_flags
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
                                 make_trainer, is_rank_zero, open_cache, prepare_dataset_dir, run_cli, say,
@@ -24,8 +25,8 @@ from helpers.files import write_json
 from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier, round_parameters_to_fp16
-from models.cp_mobile import Network, NetworkConfig
 from models.multi_device import MultiDeviceModel
+from models.registry import network_record
 
 
 def build_parser_stage2():
@@ -57,6 +58,7 @@ def main(argv=None):
 
     run_id, resume_from = start_run(args, "device")
     system, general_ckpt, completed = load_system(args, resume_from)
+    set_network_flags(args, network_record(system))  # the run's flags describe the network it trains
     run_dir = checkpoint_dir(args.project_name, run_id).parent
     config, rate = vars(args), input_sample_rate(args)
     if resume_from is None and is_rank_zero():
@@ -108,14 +110,13 @@ def main(argv=None):
 def load_system(args, resume_from):
     """The device container to train and the devices already done: from the stopped run's checkpoint
     when continuing one, merged from finished runs with ``--merge``, else a copy per device of the
-    general model of ``--ckpt_id``."""
+    general model of ``--ckpt_id``. The network is the one the checkpoint records."""
     if args.merge:
         if resume_from is not None:
             raise CheckpointError("--merge makes a new run: leave out --resume, or give a new --run_id.")
-        return merge_device_runs(args.merge, args.project_name, NetworkConfig.from_args(args))
+        return merge_device_runs(args.merge, args.project_name, args)
     if resume_from is not None:
-        system, checkpoint, _ = load_device_system(resume_from, args.project_name, NetworkConfig.from_args(args),
-                                                   args, allow_unfinished=True)
+        system, checkpoint, _ = load_device_system(resume_from, args.project_name, args, allow_unfinished=True)
         return system, checkpoint.get("general_checkpoint"), list(checkpoint.get("completed_devices", []))
     if not args.ckpt_id:
         raise CheckpointError("--ckpt_id is required: the stage-1 run id (or .ckpt path) to fine-tune.")
@@ -124,17 +125,17 @@ def load_system(args, resume_from):
     kind, state = split_state_dict(checkpoint)
     if kind != "general":
         raise CheckpointError(f"{ckpt_path} is a stage-2 checkpoint; fine-tuning starts from a stage-1 run.")
-    general = Network(NetworkConfig.from_args(args))
-    load_weights(general, state, checkpoint, ckpt_path, args)
-    say(f"Loaded the general model from {ckpt_path}.")
+    general = checkpoint_network(checkpoint, ckpt_path, args)
+    load_weights(general, state, checkpoint, ckpt_path)
+    say(f"Loaded the general model ({general.network_name}) from {ckpt_path}.")
     return MultiDeviceModel(general, args.train_devices), str(ckpt_path), []
 
 
 def save_system(run_dir, system, config, general_ckpt, completed):
     """The container as the run's ``last.ckpt``; ``complete`` once every device is fine-tuned."""
     save_checkpoint({"state_dict": {f"model.{k}": v for k, v in system.state_dict().items()},
-                     "hyper_parameters": config, "general_checkpoint": general_ckpt,
-                     "completed_devices": list(completed),
+                     "hyper_parameters": config, "network": network_record(system),
+                     "general_checkpoint": general_ckpt, "completed_devices": list(completed),
                      "complete": set(completed) >= set(system.device_models)},
                     run_dir / "checkpoints" / "last.ckpt")
 
@@ -143,8 +144,8 @@ def evaluate(args):
     """Predict the evaluation set with a stage-2 system and write ``predictions/<run id>/``."""
     if not args.eval_dir:
         raise SystemExit("--evaluate needs --eval_dir DIR, the evaluation set (audio/ and evaluation_setup/).")
-    system, checkpoint, ckpt_path = load_device_system(args.ckpt_id, args.project_name,
-                                                       NetworkConfig.from_args(args), args)
+    system, checkpoint, ckpt_path = load_device_system(args.ckpt_id, args.project_name, args)
+    set_network_flags(args, network_record(system))
     run_dir = ckpt_path.parents[1]
     out_dir = Path("predictions") / run_dir.name
     if out_dir.exists() and not args.overwrite:
@@ -169,9 +170,10 @@ def evaluate(args):
     results_file = run_dir / "results.json"
     test_results = json.loads(results_file.read_text())["results"] if results_file.is_file() else None
     out_csv = write_predictions_csv(out_dir / "output.csv", predictions_table(rows["filename"], logits))
-    write_json(out_dir / "info.json", {"run_id": run_dir.name, "checkpoint": str(ckpt_path),
+    network = network_record(system)
+    write_json(out_dir / "info.json", {"run_id": run_dir.name, "checkpoint": str(ckpt_path), "network": network,
                                        "complexity": complexity, "test_results": test_results})
-    save_checkpoint(system.half().state_dict(), out_dir / "model_state_dict.pt")
+    save_checkpoint({"state_dict": system.half().state_dict(), "network": network}, out_dir / "model_state_dict.pt")
     print(f"Predictions for {len(rows)} files: {out_csv.resolve()}")
     return out_csv
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
+from helpers.cli import given_network_flags, network_flags
 from helpers.files import atomic_path
-
-NETWORK_FLAGS = ("n_classes", "in_channels", "base_channels", "channels_multiplier", "expansion_rate")
+from models.registry import DEFAULT_NETWORK, build_network, network_record
 # prefixes of the general model and of the device container in Lightning checkpoints
 GENERAL_PREFIXES = ("model.",)
 CONTAINER_PREFIXES = ("model.", "multi_device_model.")
@@ -82,16 +82,56 @@ def split_state_dict(checkpoint: dict) -> tuple:
                           f"{', '.join(GENERAL_PREFIXES + CONTAINER_PREFIXES)}.")
 
 
-def load_weights(model: torch.nn.Module, state_dict: dict, checkpoint: dict, path, args=None) -> None:
-    """``load_state_dict(strict=True)``, explaining a mismatch by the network flags that differ."""
+def hyper_parameters(checkpoint: dict) -> dict:
+    saved = checkpoint.get("hyper_parameters") or {}
+    return dict(vars(saved)) if isinstance(saved, argparse.Namespace) else dict(saved)
+
+
+def checkpoint_network(checkpoint: dict, path, args=None) -> torch.nn.Module:
+    """A fresh network as the checkpoint describes it: its ``network`` record (name and config);
+    without one (the organisers' checkpoints, older ones of this project) the network named by its
+    ``model`` hyper-parameter, CP-Mobile if none, built from its hyper-parameters; a checkpoint
+    that records neither, from the run's flags. Network flags given in ``args`` must agree."""
+    given = given_network_flags(args) if args is not None else {}
+    given_model = getattr(args, "model", None)
+    record = checkpoint.get("network")
+    saved = hyper_parameters(checkpoint)
+    if record:
+        name, settings = record["name"], record["config"]
+    elif "model" in saved or any(flag in saved for flag in network_flags()):
+        name, settings = saved.get("model") or DEFAULT_NETWORK, saved
+    else:  # nothing recorded: the run's flags say what the network is
+        name, settings = given_model or DEFAULT_NETWORK, given
+    try:
+        network = build_network(name, settings)
+    except (LookupError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: its network cannot be built ({err}).") from err
+    config = network_record(network)["config"]
+    differ = [f"--model {given_model}"] if given_model not in (None, name) else []
+    differ += [f"--{flag} {value}" for flag, value in given.items()
+               if flag not in config or _listed(config[flag]) != _listed(value)]
+    if differ:
+        settings_text = ", ".join(f"{k} {v}" for k, v in config.items() if k in network_flags())
+        raise CheckpointError(f"{path} holds the network {name} ({settings_text}); {', '.join(differ)} given here "
+                              "does not agree. The network is taken from the checkpoint: leave these flags out.")
+    return network
+
+
+def _listed(value):
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, checkpoint: dict, path) -> None:
+    """``load_state_dict(strict=True)``, explaining a mismatch by the network settings that differ."""
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
-        saved = checkpoint.get("hyper_parameters") or {}
-        differ = [f"--{f} {saved[f]} (this run: {getattr(args, f)})" for f in NETWORK_FLAGS
-                  if args is not None and f in saved and saved[f] != getattr(args, f)]
-        hint = ("It was trained with " + ", ".join(differ) + ": pass the same flags."
-                if differ else "Its network does not match the one built from this run's network flags.")
+        saved, record = hyper_parameters(checkpoint), network_record(model)
+        differ = [f"--{f} {saved[f]} (the network built here: {v})" for f, v in record["config"].items()
+                  if f in saved and _listed(saved[f]) != _listed(v)]
+        hint = ("It was trained with " + ", ".join(differ) + "." if differ else
+                f"Its weights do not fit the network {record['name']} {record['config']}; a checkpoint that records "
+                "no network settings needs the network flags it was trained with.")
         raise CheckpointError(f"{path} does not fit the network. {hint}") from err
 
 
@@ -106,13 +146,12 @@ def devices_in(state: dict) -> list:
     return list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("device_models.")))
 
 
-def load_device_system(ckpt_id, project_name, network_config, args=None, allow_general=False,
-                       allow_unfinished=False) -> tuple:
-    """``(system, checkpoint, path)``: the device container of a stage-2 run (or ``.ckpt``).
+def load_device_system(ckpt_id, project_name, args=None, allow_general=False, allow_unfinished=False) -> tuple:
+    """``(system, checkpoint, path)``: the device container of a stage-2 run (or ``.ckpt``), its
+    network rebuilt from the checkpoint (see ``checkpoint_network``).
 
     A stage-1 checkpoint becomes a container without device models when ``allow_general``; a
     stage-2 run stopped before its last device is refused unless ``allow_unfinished``."""
-    from models.cp_mobile import Network
     from models.multi_device import MultiDeviceModel
 
     path = resolve_checkpoint(str(ckpt_id), project_name)
@@ -126,18 +165,17 @@ def load_device_system(ckpt_id, project_name, network_config, args=None, allow_g
         run = path.parents[1].name
         raise CheckpointError(f"{path}: run {run} stopped before every device was fine-tuned; "
                               f"finish it first with --resume {run}.")
-    system = MultiDeviceModel(Network(network_config), devices_in(state))
-    load_weights(system, state, checkpoint, path, args)
+    system = MultiDeviceModel(checkpoint_network(checkpoint, path, args), devices_in(state))
+    load_weights(system, state, checkpoint, path)
     return system, checkpoint, path
 
 
-def merge_device_runs(run_ids, project_name, network_config):
+def merge_device_runs(run_ids, project_name, args=None):
     """One device container from stage-2 runs that fine-tuned different devices of the same
     general model (independent jobs run in parallel): ``(system, general_checkpoint, devices)``."""
-    from models.cp_mobile import Network
     from models.multi_device import MultiDeviceModel
 
-    base_state, general, device_states = None, None, {}
+    network, base_state, general, device_states = None, None, None, {}
     for run_id in run_ids:
         path = resolve_checkpoint(run_id, project_name)
         checkpoint = load_checkpoint(path)
@@ -145,9 +183,11 @@ def merge_device_runs(run_ids, project_name, network_config):
         if kind != "container" or not checkpoint.get("complete", False):
             raise CheckpointError(f"--merge {run_id}: {path} is not a finished stage-2 run.")
         base = _strip(state, "base_model.")
+        this_network = checkpoint_network(checkpoint, path, args)
         if base_state is None:
-            base_state, general = base, checkpoint.get("general_checkpoint")
-        elif any(not torch.equal(base[k], base_state[k]) for k in base_state):
+            network, base_state, general = this_network, base, checkpoint.get("general_checkpoint")
+        elif (network_record(this_network) != network_record(network) or base.keys() != base_state.keys()
+              or any(not torch.equal(base[k], base_state[k]) for k in base_state)):
             raise CheckpointError(f"--merge: run {run_id} was fine-tuned from another general model than "
                                   f"{run_ids[0]}; merge only runs started from the same stage-1 run.")
         for device in checkpoint["completed_devices"]:
@@ -155,7 +195,7 @@ def merge_device_runs(run_ids, project_name, network_config):
                 raise CheckpointError(f"--merge: device {device} was fine-tuned in more than one of the runs; "
                                       "give each device's run once.")
             device_states[device] = _strip(state, f"device_models.{device}.")
-    system = MultiDeviceModel(Network(network_config), list(device_states))
+    system = MultiDeviceModel(network, list(device_states))
     system.base_model.load_state_dict(base_state, strict=True)
     for device, state in device_states.items():
         system.device_models[device].load_state_dict(state, strict=True)

@@ -3,13 +3,15 @@
 The package folder ``<out_dir>/<label>/`` holds ``pyproject.toml``, ``test_complexity.py``,
 ``evaluate_submission.py`` and the package ``<label>/``: one module ``<label>_<index>.py`` per
 submission index (from ``submission_template/submission_module.py``), its checkpoint with 16-bit
-parameters and its settings in ``ckpts/``, and the code they share: the network, device container
-and front end, copied from this project's own modules with their imports made relative, and
-``resources/`` (the development-test split, a dummy clip). A new index leaves the others alone.
+parameters and its settings in ``ckpts/``, the project code they run, and ``resources/`` (the
+development-test split, a dummy clip). A new index leaves the others alone.
+
+No list of files is kept here: the package carries the project modules that the template imports,
+the module of the run's network (found through the registry), and every project module these
+import in turn (found by reading their imports), each at its repository path inside the package
+with its imports made relative.
 """
-import argparse
 import ast
-import dataclasses
 import hashlib
 import inspect
 import io
@@ -21,27 +23,20 @@ from pathlib import Path
 import torch
 
 from dataset.dcase25 import CLASSES
-from helpers.checkpoints import load_checkpoint, load_device_system, resolve_checkpoint
+from helpers.checkpoints import hyper_parameters, load_device_system, resolve_checkpoint
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.files import atomic_path, write_text
-from models.cp_mobile import NetworkConfig
 from models.frontend import LogMelFrontEnd
+from models.registry import network_record
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_DIR = REPO / "submission_template"
 # the organisers' label: <last name>_<institute abbreviation>_task1, e.g. Schmid_CPJKU_task1
 LABEL_PATTERN = re.compile(r"^[A-Z][A-Za-z]*_[A-Za-z][A-Za-z0-9]*_task1$")
 INDICES = (1, 2, 3, 4)
-# project modules the package carries: repository path -> path inside the package
-COPIED_MODULES = {
-    "models/cp_mobile.py": "models/cp_mobile.py",
-    "models/multi_device.py": "models/multi_device.py",
-    "models/frontend.py": "models/frontend.py",
-    "dataset/audio.py": "audio.py",
-    "helpers/plots.py": "plots.py",  # figures of evaluate_submission.py, when matplotlib is installed
-}
-PROJECT_PACKAGES = ("models", "dataset", "helpers", "train_base", "train_device_specific", "scripts")
-FRONTEND_KEYS = ("orig_sample_rate", "sample_rate", "window_length", "hop_length", "n_fft", "n_mels", "f_min", "f_max")
+# top-level names of this project's modules and packages: an import of one of them is a project import
+PROJECT_NAMES = frozenset([p.stem for p in REPO.glob("*.py")] +
+                          [p.name for p in REPO.iterdir() if p.is_dir() and any(p.glob("*.py"))])
 
 
 class ExportError(RuntimeError):
@@ -68,37 +63,64 @@ def check_index(index) -> int:
 
 # --- what goes into the package ---
 
-def package_config(hparams: dict, devices) -> dict:
-    """Network and front-end settings of the run (its flags), the class order and the device models."""
-    network_fields = [f.name for f in dataclasses.fields(NetworkConfig)]
-    network = NetworkConfig(**{k: hparams[k] for k in network_fields if k in hparams}).to_dict()
-    defaults = inspect.signature(LogMelFrontEnd.__init__).parameters
-    frontend = {k: hparams.get(k, defaults[k].default) for k in FRONTEND_KEYS}
+def package_config(network: dict, hparams: dict, devices) -> dict:
+    """The network (name and config), the front-end settings of the run (its flags, else the front
+    end's defaults), the class order and the device models."""
+    parameters = list(inspect.signature(LogMelFrontEnd.__init__).parameters.values())[1:]
+    frontend = {p.name: hparams.get(p.name, p.default) for p in parameters}
     return {"classes": list(CLASSES), "devices": list(devices), "network": network, "frontend": frontend}
 
 
-def rewrite_imports(source: str, repo_path: str) -> str:
-    """Make a copied module's imports of other copied modules relative to its place in the package;
-    refuse one that imports any other part of the project (the package would not carry it)."""
-    here = Path(COPIED_MODULES[repo_path]).parent
-    by_module = {p[:-3].replace("/", "."): Path(q[:-3]) for p, q in COPIED_MODULES.items()}
-    lines = source.splitlines(keepends=True)
-    for node in ast.walk(ast.parse(source)):
+def module_path(module: str) -> str:
+    """``models.cp_mobile`` -> ``models/cp_mobile.py`` (a project module; its path is kept in the package)."""
+    path = module.replace(".", "/") + ".py"
+    if not (REPO / path).is_file():
+        raise ExportError(f"{module} is imported by the exported code but is not a module file of this project "
+                          f"({path}); the submission package can carry single modules only.")
+    return path
+
+
+def project_imports(repo_path: str) -> list:
+    """The project modules that ``repo_path`` imports; refuses the forms the package cannot rewrite."""
+    found = []
+    for node in ast.walk(ast.parse((REPO / repo_path).read_text(), filename=repo_path)):
         if isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.split(".")[0] in PROJECT_PACKAGES]
+            names = [a.name for a in node.names if a.name.split(".")[0] in PROJECT_NAMES]
             if names:
                 raise ExportError(f"{repo_path}: 'import {names[0]}' cannot be exported; use "
-                                  "'from <module> import <name>' between the copied modules.")
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in PROJECT_PACKAGES:
-            target = by_module.get(node.module)
-            if target is None:
-                raise ExportError(f"{repo_path} imports {node.module}, which the submission package does not "
-                                  f"carry (it carries {', '.join(COPIED_MODULES)}). Keep the inference code free "
-                                  "of training-only modules.")
+                                  "'from <module> import <name>' between the exported modules.")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in PROJECT_NAMES:
             if node.lineno != node.end_lineno:
                 raise ExportError(f"{repo_path}:{node.lineno}: write 'from {node.module} import ...' on one line.")
-            ups = len(here.parts)
-            relative = "." * (ups + 1) + ".".join(target.parts)
+            found.append(node.module)
+    return found
+
+
+def template_imports(template_source: str) -> list:
+    """Project modules the submission template imports (relative imports: ``.models.frontend``)."""
+    return [node.module for node in ast.walk(ast.parse(template_source))
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module]
+
+
+def carried_modules(roots) -> list:
+    """Repository paths of the modules ``roots`` and of every project module they import, directly or not."""
+    todo, seen = [module_path(m) for m in roots], []
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.append(path)
+        todo += [module_path(module) for module in project_imports(path)]
+    return sorted(seen)
+
+
+def rewrite_imports(source: str, repo_path: str) -> str:
+    """Make a copied module's imports of other project modules relative to its place in the package
+    (the same path as in the repository)."""
+    lines = source.splitlines(keepends=True)
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in PROJECT_NAMES:
+            relative = "." * len(Path(repo_path).parts) + node.module
             line = lines[node.lineno - 1]
             lines[node.lineno - 1] = line.replace(f"from {node.module} import", f"from {relative} import", 1)
     return "".join(lines)
@@ -124,8 +146,9 @@ def dummy_wav() -> bytes:
     return buffer.getvalue()
 
 
-def shared_files(label: str, test_csv) -> dict:
-    """Files every index of the package shares: relative path -> bytes."""
+def shared_files(label: str, test_csv, network_module: str) -> dict:
+    """Files every index of the package shares (those of the code for ``network_module``, the module of
+    the run's network): relative path -> bytes."""
     read = lambda name: (TEMPLATE_DIR / name).read_text()  # noqa: E731
     files = {
         "pyproject.toml": fill(read("pyproject.toml"), label),
@@ -133,13 +156,14 @@ def shared_files(label: str, test_csv) -> dict:
         "test_complexity.py": read("test_complexity.py"),
         "evaluate_submission.py": read("evaluate_submission.py"),
         f"{label}/__init__.py": fill(read("package_init.py"), label),
-        f"{label}/models/__init__.py": "",
         f"{label}/ckpts/__init__.py": "",
         f"{label}/resources/__init__.py": "",
         f"{label}/resources/dummy.wav": dummy_wav(),
     }
-    for repo_path, package_path in COPIED_MODULES.items():
-        files[f"{label}/{package_path}"] = rewrite_imports((REPO / repo_path).read_text(), repo_path)
+    for repo_path in carried_modules(template_imports(read("submission_module.py")) + [network_module]):
+        files[f"{label}/{repo_path}"] = rewrite_imports((REPO / repo_path).read_text(), repo_path)
+        for folder in Path(repo_path).parents[:-1]:  # the package's own (empty) __init__.py files
+            files.setdefault(f"{label}/{folder.as_posix()}/__init__.py", "")
     if test_csv is not None:
         files[f"{label}/resources/test.csv"] = Path(test_csv).read_bytes()
     return {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
@@ -180,15 +204,12 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
     the package folder. Nothing is written when a check fails."""
     label, index = check_label(label), check_index(index)
     ckpt_path = resolve_checkpoint(str(ckpt_id), project_name)
-    checkpoint = load_checkpoint(ckpt_path)
-    hparams = checkpoint.get("hyper_parameters") or {}
-    hparams = dict(vars(hparams)) if isinstance(hparams, argparse.Namespace) else dict(hparams)
-    # the network is built from the settings the package will use; a stage-1 run exports with every
-    # device on the general model
-    network = NetworkConfig(**package_config(hparams, [])["network"])
-    system, _, _ = load_device_system(ckpt_path, project_name, network, allow_general=True)
+    # the network is the one the checkpoint records; a stage-1 run exports with every device on the
+    # general model
+    system, checkpoint, _ = load_device_system(ckpt_path, project_name, allow_general=True)
+    hparams = hyper_parameters(checkpoint)
     devices = list(system.device_models)
-    config = package_config(hparams, devices)
+    config = package_config(network_record(system), hparams, devices)
     if not devices:
         print(f"Note: {ckpt_path} is a stage-1 checkpoint; every device will use its general model.")
     system.half()  # the 16-bit parameters the package stores and the limits count
@@ -208,7 +229,7 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
                           f"(taken: {', '.join(map(str, existing_indices(package_dir, label)))}).")
 
     test_csv = find_test_csv(hparams, split_dir)
-    shared = shared_files(label, test_csv)
+    shared = shared_files(label, test_csv, type(system.base_model).__module__)
     changed = [name for name, data in shared.items()
                if (package_dir / name).is_file() and _digest((package_dir / name).read_bytes()) != _digest(data)]
     if changed and others and not overwrite:

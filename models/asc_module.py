@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
-from models.cp_mobile import Network, NetworkConfig
 from models.frontend import LogMelFrontEnd, mixstyle
+from models.registry import DEFAULT_NETWORK, build_network, network_record
 
 
 class NonFiniteLossError(RuntimeError):
@@ -18,7 +18,8 @@ class SceneClassifier(L.LightningModule):
 
     ``config`` holds the command-line flags (front end, optimiser, augmentation); metrics are
     logged as ``<prefix>val/...`` and ``<prefix>test/...``. ``model`` defaults to a fresh
-    network built from the flags; a model that routes by device takes ``(x, devices)``.
+    network built from the flags (``--model`` and its network's flags); a model that routes by device
+    takes ``(x, devices)``. Checkpoints record the network's name and config under ``network``.
     """
 
     def __init__(self, config: dict, model: torch.nn.Module = None, log_prefix: str = "",
@@ -29,7 +30,9 @@ class SceneClassifier(L.LightningModule):
         if input_sample_rate is not None:  # audio that arrives already resampled (the audio cache)
             self.frontend.resample = LogMelFrontEnd(orig_sample_rate=input_sample_rate,
                                                     sample_rate=self.hparams.sample_rate).resample
-        self.model = model if model is not None else Network(NetworkConfig.from_args(self.hparams))
+        if model is None:
+            model = build_network(self.hparams.get("model") or DEFAULT_NETWORK, dict(self.hparams))
+        self.model = model
         self.log_prefix = log_prefix
         self.val_metrics = SceneDeviceAccuracy()
         self.test_metrics = SceneDeviceAccuracy()
@@ -43,6 +46,9 @@ class SceneClassifier(L.LightningModule):
         if getattr(self.model, "routes_by_device", False):
             return self.model(features, devices)
         return self.model(features)
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["network"] = network_record(self.model)
 
     # --- training ---
     def training_step(self, batch, batch_idx):

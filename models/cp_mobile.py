@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from models.registry import flag, make_config, register_network
+
 
 def make_divisible(value: float, divisor: int = 8) -> int:
     """Round ``value`` to a multiple of ``divisor`` the MobileNet way (never down by more than 10 %)."""
@@ -60,21 +62,20 @@ class Block(nn.Module):
 
 @dataclass
 class NetworkConfig:
-    """The network's hyper-parameters; the defaults are the baseline's."""
+    """The network's hyper-parameters; the defaults are the baseline's (the organisers' flags)."""
 
-    n_classes: int = 10
-    in_channels: int = 1
-    base_channels: int = 32
-    channels_multiplier: float = 1.8
-    expansion_rate: float = 2.1
+    n_classes: int = flag(10, "number of classes")
+    in_channels: int = flag(1, "input channels")
+    base_channels: int = flag(32, "channels of the first stage")
+    channels_multiplier: float = flag(1.8, "channel growth from stage to stage")
+    expansion_rate: float = flag(2.1, "expansion of the inverted bottleneck blocks")
     n_blocks: tuple = (3, 2, 1)
     strides: dict = field(default_factory=lambda: {"b2": (1, 1), "b3": (1, 2), "b4": (2, 1)})
 
     @classmethod
     def from_args(cls, args) -> "NetworkConfig":
         """Take the network flags from an argparse namespace (the flag names are the field names)."""
-        return cls(**{name: getattr(args, name) for name in
-                      ("n_classes", "in_channels", "base_channels", "channels_multiplier", "expansion_rate")})
+        return make_config("cp_mobile", vars(args))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +91,7 @@ def initialize_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+@register_network("cp_mobile", NetworkConfig)
 class Network(nn.Module):
     """Log-mel spectrogram ``[B, 1, n_mels, frames]`` -> class logits ``[B, n_classes]``."""
 

@@ -12,7 +12,6 @@ matplotlib is installed, the figures of the development-test split: ``confusion_
 and ``accuracy_map_submission.png``. Exits with status 1 when a model exceeds the complexity limits.
 """
 import argparse
-import importlib
 import os
 import sys
 import urllib.error
@@ -106,17 +105,16 @@ def confusion_counts(true_labels, predicted, devices, classes) -> dict:
     return dict(sorted(counts.items()))
 
 
-def write_figures(out_dir: str, package: str, title: str, confusion: dict, classes) -> list:
-    """The confusion matrix and the class x device accuracy map as PNG files (with the package's
+def write_figures(out_dir: str, api, title: str, confusion: dict, classes) -> list:
+    """The confusion matrix and the class x device accuracy map as PNG files (drawn by the package's
     copy of the training system's plotting module); skipped with one line without matplotlib."""
+    device_groups = {device: group for group, members in DEVICE_GROUPS.items() for device in members}
     try:
-        plots = importlib.import_module(f"{package}.plots")
+        figures = api.result_figures(title, {"Submission": confusion}, classes, list(device_groups), device_groups)
     except ImportError as err:
         missing = "matplotlib is not installed" if (err.name or "").startswith("matplotlib") else str(err)
         print(f"Figures skipped: {missing} (pip install matplotlib to get them).")
         return []
-    device_groups = {device: group for group, members in DEVICE_GROUPS.items() for device in members}
-    figures = plots.result_figures(title, {"Submission": confusion}, classes, list(device_groups), device_groups)
     paths = []
     for name, figure in figures.items():
         path = os.path.join(out_dir, name)
@@ -179,7 +177,7 @@ def main(argv=None) -> int:
         "Test Files": acc["n_files"],
         "Confusion Matrix": {"rows": "true class", "columns": "predicted class", "classes": list(class_order),
                              "per_device": confusion}})
-    figures = write_figures(out_dir, package, f"{args.submission_name}_{args.submission_index}", confusion,
+    figures = write_figures(out_dir, api, f"{args.submission_name}_{args.submission_index}", confusion,
                             class_order)
 
     evaluation = eval_rows(args.eval_set_dir)

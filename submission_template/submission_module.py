@@ -1,7 +1,8 @@
 """DCASE 2025 Task 1, submission __SUBMISSION_LABEL__ index __SUBMISSION_INDEX__: the organisers' inference interface.
 
-A CP-Mobile general model plus one fine-tuned copy per training device; each clip goes through its
-device's model, every other device id (s4, s5, s6, "unknown", ...) through the general model.
+A general model plus one fine-tuned copy per training device (the network named in the packaged
+settings); each clip goes through its device's model, every other device id (s4, s5, s6,
+"unknown", ...) through the general model.
 Parameters are stored as 16-bit floats. On a GPU the models run in half precision; on a CPU they
 compute in 32 bits on the same 16-bit values, with 16-bit inputs.
 
@@ -16,10 +17,10 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .audio import load_audio
-from .models.cp_mobile import Network, NetworkConfig
+from .dataset.audio import load_audio
 from .models.frontend import LogMelFrontEnd
 from .models.multi_device import MultiDeviceModel
+from .models.registry import build_network
 
 SUBMISSION_LABEL = "__SUBMISSION_LABEL__"
 SUBMISSION_INDEX = __SUBMISSION_INDEX__
@@ -32,15 +33,6 @@ CLASSES = list(CONFIG["classes"])
 FEATURE_BATCH = 64  # clips per batch in the front end
 
 
-def _tuples(value):
-    """JSON lists back to the tuples the network config uses."""
-    if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
-    return value
-
-
 class SubmissionModel(nn.Module):
     """Front end (float32) and the device container (16-bit parameters)."""
 
@@ -50,7 +42,7 @@ class SubmissionModel(nn.Module):
         self.class_order = list(config["classes"])
         self.devices = list(devices)
         self.frontend = LogMelFrontEnd(**config["frontend"]).eval()
-        network = Network(NetworkConfig(**_tuples(config["network"])))
+        network = build_network(config["network"]["name"], config["network"]["config"])
         self.model = MultiDeviceModel(network, self.devices)
         self._frontends = {}  # front ends for files at other sample rates, made when needed
         self._cpu_copies = {}  # 32-bit copies of 16-bit models for CPU arithmetic
@@ -194,3 +186,10 @@ def predict(file_paths: List[str], device_ids: List[str], model_file_path: Optio
                 for i, row in zip(chunk, logits):
                     outputs[i] = row.clone()
     return outputs, list(model.class_order)
+
+
+def result_figures(title: str, confusion: dict, classes: List[str], devices: List[str], device_groups: dict) -> dict:
+    """Figures of a test (confusion matrix, class x device accuracy map) from confusion counts, drawn
+    by the training system's plotting module; raises ImportError without matplotlib."""
+    from .helpers.plots import result_figures as draw  # imported here: matplotlib is optional at inference
+    return draw(title, confusion, classes, devices, device_groups)

@@ -125,9 +125,8 @@ def test_organisers_container_prefix_is_recognised(tmp_path):
 def test_checkpoint_of_other_network_flags_is_explained(tmp_path):
     wide = Network(NetworkConfig(base_channels=40))
     checkpoint = lightning_checkpoint(wide.state_dict(), "model.", {"base_channels": 40})
-    args = build_parser("device", "").parse_args([])
     with pytest.raises(CheckpointError, match="--base_channels 40"):
-        load_weights(Network(), split_state_dict(checkpoint)[1], checkpoint, "x.ckpt", args)
+        load_weights(Network(), split_state_dict(checkpoint)[1], checkpoint, "x.ckpt")
 
 
 def test_non_checkpoint_file_is_refused(tmp_path):
@@ -183,7 +182,7 @@ def test_merge_runs_of_independent_device_jobs(tmp_path, monkeypatch):
     job_b.device_models = torch.nn.ModuleDict({"b": job_b.device_models["b"]})
     finished_run(tmp_path, "job-a", job_a, ["a"])
     finished_run(tmp_path, "job-b", job_b, ["b"])
-    merged, _, devices = merge_device_runs(["job-a", "job-b"], "proj", NetworkConfig())
+    merged, _, devices = merge_device_runs(["job-a", "job-b"], "proj")
     assert devices == ["a", "b"]
     x = torch.randn(3, 1, 256, 65)
     with torch.no_grad():
@@ -191,12 +190,12 @@ def test_merge_runs_of_independent_device_jobs(tmp_path, monkeypatch):
                            torch.cat([job_a.device_models["a"](x[:1]), job_b.device_models["b"](x[1:2]),
                                       job_a.base_model(x[2:])]))
     with pytest.raises(CheckpointError, match="more than one"):
-        merge_device_runs(["job-a", "job-a"], "proj", NetworkConfig())
+        merge_device_runs(["job-a", "job-a"], "proj")
     other = perturbed_system(seed=3)
     other.device_models = torch.nn.ModuleDict({"c": other.device_models["c"]})
     finished_run(tmp_path, "job-c", other, ["c"])
     with pytest.raises(CheckpointError, match="another general model"):
-        merge_device_runs(["job-a", "job-c"], "proj", NetworkConfig())
+        merge_device_runs(["job-a", "job-c"], "proj")
 
 
 def test_evaluate_refuses_models_over_the_limits_and_writes_nothing(tmp_path, monkeypatch):

@@ -114,7 +114,7 @@ def test_package_layout_and_second_index_leaves_first_untouched(exported):
     for name in ("pyproject.toml", "test_complexity.py", "evaluate_submission.py", f"{LABEL}/__init__.py",
                  f"{LABEL}/{LABEL}_1.py", f"{LABEL}/{LABEL}_2.py", f"{LABEL}/{LABEL}_4.py",
                  f"{LABEL}/ckpts/{LABEL}_1.pt", f"{LABEL}/models/cp_mobile.py", f"{LABEL}/models/multi_device.py",
-                 f"{LABEL}/models/frontend.py", f"{LABEL}/audio.py", f"{LABEL}/plots.py",
+                 f"{LABEL}/models/frontend.py", f"{LABEL}/dataset/audio.py", f"{LABEL}/helpers/plots.py",
                  f"{LABEL}/resources/dummy.wav",
                  f"{LABEL}/resources/test.csv"):
         assert (package / name).is_file(), name
@@ -127,7 +127,10 @@ def test_package_layout_and_second_index_leaves_first_untouched(exported):
     assert {v.dtype for k, v in state.items() if "num_batches_tracked" not in k} == {torch.float16}
     assert "device_models.s3.feed_forward.0.weight" in state
     # the copied code is the project's, with relative imports, not kept twice in the repository
-    assert (label_dir / "models" / "cp_mobile.py").read_text() == (REPO / "models" / "cp_mobile.py").read_text()
+    copied = (label_dir / "models" / "cp_mobile.py").read_text()
+    assert copied == (REPO / "models" / "cp_mobile.py").read_text().replace("from models.", "from ..models.")
+    assert (label_dir / "models" / "registry.py").is_file()
+    assert not (label_dir / "models" / "cp_resnet.py").exists()  # only the network the run used
     assert not list(REPO.glob("submission_template/**/cp_mobile.py"))
     wav = load_audio(label_dir / "resources" / "dummy.wav")
     assert wav[0].shape == (1, 44100) and wav[1] == 44100
@@ -157,10 +160,10 @@ def test_export_refusals(exported, tmp_path):
 def test_rewrite_imports_makes_project_imports_relative():
     source = "import torch\nfrom models.cp_mobile import Network\nfrom dataset.audio import load_audio\n"
     rewritten = rewrite_imports(source, "models/frontend.py")
-    assert "from ..models.cp_mobile import Network" in rewritten and "from ..audio import load_audio" in rewritten
-    assert "from .models.cp_mobile import Network" in rewrite_imports(source, "dataset/audio.py")
-    with pytest.raises(ExportError, match="helpers.files"):
-        rewrite_imports("from helpers.files import write_text\n", "models/frontend.py")
+    assert "from ..models.cp_mobile import Network" in rewritten
+    assert "from ..dataset.audio import load_audio" in rewritten
+    assert "from .models.cp_mobile import Network" in rewrite_imports(source, "top_level.py")
+    assert rewritten.startswith("import torch\n")
 
 
 PROBE = r"""

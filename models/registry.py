@@ -1,0 +1,123 @@
+"""Networks by name.
+
+A network lives in its own module under ``models/``: a config dataclass and an ``nn.Module``
+class decorated with ``@register_network("name", ConfigClass)``. The modules of this folder that
+use the decorator are found and imported on first use, so a new file is all it takes; nothing
+else lists the networks. Fields of the config made with ``flag(default, help)`` become
+command-line flags ``--<field>`` (see ``helpers/cli.py``).
+
+The exported submission package carries this module too and builds its network here by name.
+"""
+import ast
+import dataclasses
+import importlib
+from pathlib import Path
+
+DEFAULT_NETWORK = "cp_mobile"
+_NETWORKS = {}  # name -> network class (with .network_name and .config_class)
+_discovered = False
+
+
+def flag(default, help: str):
+    """A config field that is also a command-line flag ``--<field name>``."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("a flag's default must be immutable (use a tuple)")
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def register_network(name: str, config_class):
+    """Class decorator: make the network available as ``--model name``. The class is built as
+    ``cls(config_class(...))`` and keeps its config as ``self.config``."""
+    if not dataclasses.is_dataclass(config_class):
+        raise TypeError(f"register_network({name!r}): {config_class!r} is not a dataclass")
+
+    def register(cls):
+        known = _NETWORKS.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"Two networks are registered as {name!r}: {known.__module__}.{known.__qualname__} "
+                             f"and {cls.__module__}.{cls.__qualname__}. Give one of them another name.")
+        cls.network_name = name
+        cls.config_class = config_class
+        _NETWORKS[name] = cls
+        return cls
+
+    return register
+
+
+def _uses_register_network(path: Path) -> bool:
+    """Whether a module decorates a class with ``register_network`` (read, not imported)."""
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ClassDef):
+            for decorator in node.decorator_list:
+                func = decorator.func if isinstance(decorator, ast.Call) else decorator
+                if getattr(func, "id", None) == "register_network" or getattr(func, "attr", None) == "register_network":
+                    return True
+    return False
+
+
+def discover() -> None:
+    """Import every module of this folder that registers a network (once)."""
+    global _discovered
+    if _discovered:
+        return
+    package = __name__.rpartition(".")[0]
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        if path.name != Path(__file__).name and _uses_register_network(path):
+            try:
+                importlib.import_module(f"{package}.{path.stem}")
+            except Exception as err:
+                raise ImportError(f"{path.name} registers a network but cannot be imported "
+                                  f"({type(err).__name__}: {err}); fix or remove it.") from err
+    _discovered = True
+
+
+def networks() -> dict:
+    """All registered networks, name -> class, in file order."""
+    discover()
+    return dict(_NETWORKS)
+
+
+def network_class(name: str):
+    known = networks()
+    if name not in known:
+        raise LookupError(f"No network is registered as {name!r}. Known networks: {', '.join(known)} "
+                       f"(one module each under models/).")
+    return known[name]
+
+
+def flag_fields(config_class) -> list:
+    """The fields of a network config that are command-line flags."""
+    return [f for f in dataclasses.fields(config_class) if "help" in f.metadata]
+
+
+def _as_tuples(value):
+    """JSON and argparse give lists; configs hold tuples (hashable, as the defaults)."""
+    if isinstance(value, list):
+        return tuple(_as_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_tuples(v) for k, v in value.items()}
+    return value
+
+
+def make_config(name: str, settings: dict = None):
+    """The config of network ``name`` from ``settings`` (a dict with any keys: flags, a checkpoint's
+    hyper-parameters, a stored config); fields missing there keep the network's defaults."""
+    config_class = network_class(name).config_class
+    settings = settings or {}
+    return config_class(**{f.name: _as_tuples(settings[f.name]) for f in dataclasses.fields(config_class)
+                           if f.name in settings and settings[f.name] is not None})
+
+
+def build_network(name: str, settings: dict = None):
+    """A fresh network ``name`` with the config made from ``settings``."""
+    return network_class(name)(make_config(name, settings))
+
+
+def network_record(model) -> dict:
+    """``{"name", "config"}`` of a registered network (or of a device container's general model):
+    what a checkpoint stores so that the network can be rebuilt from it alone."""
+    model = getattr(model, "base_model", model)
+    name = getattr(type(model), "network_name", None)
+    if name is None or not dataclasses.is_dataclass(getattr(model, "config", None)):
+        raise TypeError(f"{type(model).__name__} is not a registered network that keeps its config as self.config")
+    return {"name": name, "config": dataclasses.asdict(model.config)}

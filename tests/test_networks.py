@@ -1,0 +1,257 @@
+"""Networks by name: the registry and its flags, CP-ResNet, checkpoints that rebuild their network,
+and a new network added as the README's "Adding a network" says, trained, exported and run."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import train_base
+import train_device_specific
+from dataset.demo import write_demo_dataset
+from helpers.checkpoints import CheckpointError, checkpoint_network, load_weights
+from helpers.cli import build_parser, parse_args
+from helpers.complexity import model_complexity
+from helpers.submission import ExportError, carried_modules, export_submission
+from models.asc_module import SceneClassifier
+from models.cp_mobile import Network
+from models.cp_resnet import CPResNet, CPResNetConfig, kernel_sizes
+from models.multi_device import MultiDeviceModel
+from models.registry import build_network, network_record, networks
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--n_epochs", "1", "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "2",
+        "--check_val_every_n_epoch", "2", "--wandb_mode", "disabled"]  # one epoch, no validation
+
+
+def run(cmd, cwd, env=None):
+    result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("networks") / "demo_data"
+    write_demo_dataset(folder, scale=0.05)
+    return folder
+
+
+# --- the registry and the flags ---
+
+def test_cp_mobile_is_the_default_and_unchanged():
+    args = parse_args(build_parser("base", ""), [])
+    assert args.model == "cp_mobile"
+    assert (args.base_channels, args.channels_multiplier, args.expansion_rate) == (32, 1.8, 2.1)
+    model = SceneClassifier(vars(args)).model
+    assert model_complexity(model) == {"macs": 29_419_156, "params": 61_148, "param_bytes": 122_296}
+    assert list(model.state_dict()) == list(Network().state_dict())  # the organisers' names
+
+
+def test_shared_flags_have_per_network_defaults_and_foreign_flags_are_refused(capsys):
+    assert {"cp_mobile", "cp_resnet"} <= set(networks())
+    resnet = parse_args(build_parser("base", ""), ["--model", "cp_resnet"])
+    assert (resnet.channels_multiplier, resnet.base_channels, resnet.rho) == (2.0, 32, 4)
+    assert tuple(resnet.n_blocks) == (2, 1, 1)
+    assert not hasattr(resnet, "expansion_rate")
+    narrow = parse_args(build_parser("base", ""), ["--model", "cp_resnet", "--base_channels", "8", "--n_blocks", "1",
+                                                   "1", "1", "--rho", "1"])
+    assert network_record(SceneClassifier(vars(narrow)).model) == {
+        "name": "cp_resnet", "config": {"n_classes": 10, "in_channels": 1, "base_channels": 8,
+                                        "channels_multiplier": 2.0, "n_blocks": (1, 1, 1), "rho": 1,
+                                        "pool_after": (1, 2)}}
+    with pytest.raises(SystemExit):
+        parse_args(build_parser("base", ""), ["--rho", "3"])  # a CP-ResNet flag, CP-Mobile chosen
+    assert "--rho is a flag of cp_resnet, not of --model cp_mobile" in capsys.readouterr().err
+    assert "[cp_mobile=1.8, cp_resnet=2.0]" in " ".join(build_parser("base", "").format_help().split())
+    # stage 2 takes the network from its checkpoint: no network settings until then
+    stage2 = parse_args(build_parser("device", ""), [])
+    assert not hasattr(stage2, "model") and not hasattr(stage2, "base_channels")
+
+
+# --- CP-ResNet ---
+
+def test_cp_resnet_at_the_2023_teachers_settings():
+    model = CPResNet(CPResNetConfig(base_channels=32, channels_multiplier=2, n_blocks=(2, 1, 1), rho=4))
+    assert model_complexity(model)["params"] == 122_356
+    assert model(torch.randn(3, 1, 256, 65)).shape == (3, 10)
+    assert {m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)} == {32, 64, 128, 10}
+
+
+def test_kernel_rule_is_the_authors_for_four_blocks_per_stage():
+    # the k1s/k2s of the authors' get_model for 4 blocks per stage, at their default rho 7 and at rho 5
+    authors = {7: [(3, 1), (3, 3), (3, 3), (3, 3), (3, 1)] + [(1, 1)] * 7,
+               5: [(3, 1), (3, 3), (3, 3), (3, 1)] + [(1, 1)] * 8}
+    for rho, kernels in authors.items():
+        assert kernel_sizes((4, 4, 4), rho) == kernels
+
+
+def measured_receptive_field(model) -> int:
+    """Mel bins whose change alters the central position of the last feature map (positive weights and
+    inputs, so that every path inside the receptive field is open and max-pooling passes a raised value)."""
+    model = model.double().eval()  # float64: rounding far below the smallest real change
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.abs() + 0.01)
+        x = torch.rand(1, 1, 256, 65, dtype=torch.float64) + 0.1
+        bumped = x.repeat(256, 1, 1, 1)
+        bumped[torch.arange(256), 0, torch.arange(256), :] += 1000.0  # row r raised in batch item r
+        features = model.stages(model.in_c(torch.cat([x, bumped])))
+        centre = features[:, :, features.shape[2] // 2, features.shape[3] // 2].sum(dim=1)
+        # outside the receptive field only rounding differs (fast convolutions mix a tile's inputs)
+        return int(((centre[1:] - centre[0]).abs() > 1e-9 * centre[0].abs()).sum())
+
+
+def test_rho_sets_the_receptive_field():
+    fields = {rho: CPResNet(CPResNetConfig(base_channels=4, rho=rho)).receptive_field() for rho in range(7)}
+    assert all(fields[rho] < fields[rho + 1] for rho in range(6))  # each rho adds a 3x3 convolution
+    for rho in (1, 4):
+        model = CPResNet(CPResNetConfig(base_channels=4, rho=rho))
+        assert measured_receptive_field(model) == model.receptive_field() == fields[rho]
+
+
+# --- checkpoints that rebuild their network ---
+
+def test_cp_resnet_through_stage_2_evaluate_and_export(demo_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = ["--demo", "--demo_dir", str(demo_dir)]
+    stage1, _ = train_base.main([*data, "--model", "cp_resnet", "--base_channels", "8", "--rho", "2", "--seed", "1",
+                                 *TINY])
+    stage1_ckpt = torch.load(tmp_path / "DCASE25_Task1" / stage1 / "checkpoints" / "last.ckpt", weights_only=False)
+    record = {"name": "cp_resnet", "config": {"n_classes": 10, "in_channels": 1, "base_channels": 8,
+                                              "channels_multiplier": 2.0, "n_blocks": (2, 1, 1), "rho": 2,
+                                              "pool_after": (1, 2)}}
+    assert stage1_ckpt["network"] == record
+
+    # stage 2 gets no network flag: the network comes from the checkpoint; a disagreeing flag is refused
+    with pytest.raises(CheckpointError, match="--rho 3 given here does not agree"):
+        train_device_specific.main([*data, "--ckpt_id", stage1, "--rho", "3", *TINY])
+    stage2, _ = train_device_specific.main([*data, "--ckpt_id", stage1, "--train_devices", "a", "b", *TINY])
+    container = torch.load(tmp_path / "DCASE25_Task1" / stage2 / "checkpoints" / "last.ckpt", weights_only=True)
+    assert container["network"] == record and container["hyper_parameters"]["model"] == "cp_resnet"
+    assert container["hyper_parameters"]["rho"] == 2
+    state = {k[len("model."):]: v for k, v in container["state_dict"].items()}
+    assert "device_models.b.stages.stage1.block2.conv2.weight" in state
+
+    # --evaluate: predictions, and the network in info.json and model_state_dict.pt
+    train_device_specific.main([*data, "--ckpt_id", stage2, "--evaluate", "--eval_dir", str(demo_dir / "eval"),
+                                "--num_workers", "0"])
+    folder = tmp_path / "predictions" / stage2
+    assert json.loads((folder / "info.json").read_text())["network"] == json.loads(json.dumps(record))
+    saved = torch.load(folder / "model_state_dict.pt", weights_only=True)
+    assert saved["network"] == record
+    system = MultiDeviceModel(build_network("cp_resnet", saved["network"]["config"]), ["a", "b"])
+    system.load_state_dict(saved["state_dict"], strict=True)
+    assert len(pd.read_csv(folder / "output.csv", sep="\t")) == len(pd.read_csv(demo_dir / "eval" / "evaluation_setup" /
+                                                                                  "fold1_test.csv", sep="\t"))
+
+    # the export carries CP-ResNet's code, not CP-Mobile's, and its settings
+    package = export_submission(stage2, "Test_TEST_task1", 1, tmp_path / "submissions")
+    settings = json.loads((package / "Test_TEST_task1" / "ckpts" / "Test_TEST_task1_1.json").read_text())
+    assert settings["network"] == json.loads(json.dumps(record))
+    assert (package / "Test_TEST_task1" / "models" / "cp_resnet.py").is_file()
+    assert not (package / "Test_TEST_task1" / "models" / "cp_mobile.py").exists()
+
+
+def test_teachers_over_the_limits_are_not_exported(tmp_path):
+    teacher = CPResNet()  # the 2023 width: 86 million MACs
+    path = tmp_path / "teacher.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in teacher.state_dict().items()},
+                "hyper_parameters": {"model": "cp_resnet"}, "network": network_record(teacher)}, path)
+    with pytest.raises(ExportError, match="exceed the complexity limits"):
+        export_submission(path, "Test_TEST_task1", 1, tmp_path / "submissions")
+    assert not (tmp_path / "submissions").exists()
+
+
+def test_the_package_carries_the_networks_module_and_its_imports():
+    resnet = carried_modules(["models.cp_resnet", "models.frontend"])
+    assert resnet == ["models/cp_resnet.py", "models/frontend.py", "models/registry.py"]
+    assert "models/cp_mobile.py" in carried_modules(["models.cp_mobile"])
+
+
+# --- a new network, added as the README says ---
+
+def readme_network_example():
+    """The file name and code of the example in the README's "Adding a network" section."""
+    section = (REPO / "README.md").read_text().split("## Adding a network", 1)[1].split("\n## ", 1)[0]
+    name = re.search(r"`models/(\w+)\.py`", section).group(1)
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return name, code
+
+
+def test_a_network_added_as_the_readme_says_trains_exports_and_predicts(demo_dir, tmp_path):
+    name, code = readme_network_example()
+    repo = tmp_path / "repo"  # a copy of the project, so that the new file goes where the README says
+    repo.mkdir()
+    for entry in REPO.iterdir():
+        if entry.suffix == ".py":
+            shutil.copy(entry, repo / entry.name)
+        elif entry.name in ("models", "dataset", "helpers", "submission_template"):
+            shutil.copytree(entry, repo / entry.name, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "models" / f"{name}.py").write_text(code)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME") and not k.startswith("WANDB")}
+    env["HOME"] = str(tmp_path)
+
+    out = run([sys.executable, "train_base.py", "--model", name, "--base_channels", "8", "--demo", "--demo_dir",
+               demo_dir, *TINY], repo, env)
+    assert f"Model {name}:" in out
+    run_id = re.search(r"Run id: (\w+)", out).group(1)
+    checkpoint = torch.load(repo / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["network"]["name"] == name and checkpoint["network"]["config"]["base_channels"] == 8
+    assert checkpoint["global_step"] > 0  # it trained
+    run([sys.executable, "export_submission.py", "--ckpt_id", run_id, "--submission_name", "Toy_TEST_task1",
+         "--submission_index", "1"], repo, env)
+    package = repo / "submissions" / "Toy_TEST_task1"
+    assert (package / "Toy_TEST_task1" / "models" / f"{name}.py").is_file()
+
+    # install it offline into a fresh environment that cannot see the repository, and predict
+    python = tmp_path / "venv" / "bin" / "python"
+    run([sys.executable, "-m", "venv", "--without-pip", tmp_path / "venv"], tmp_path)
+    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path).strip()
+    Path(purelib, "outer_site_packages.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", package],
+        tmp_path)
+    files = [str(demo_dir / f) for f in pd.read_csv(demo_dir / "split_setup" / "test.csv", sep="\t")["filename"][:4]]
+    devices = ["a", "b", "s4", "unknown"]
+    probe = ("import json, sys, torch; from Toy_TEST_task1 import Toy_TEST_task1_1 as api; "
+             "logits, classes = api.predict(json.loads(sys.argv[1]), json.loads(sys.argv[2]), use_cuda=False); "
+             "torch.save(torch.stack(logits), 'logits.pt'); print(api.__file__)")
+    module_file = run([python, "-c", probe, json.dumps(files), json.dumps(devices)], tmp_path, env).strip()
+    assert str(repo) not in module_file and "site-packages" in module_file
+    logits = torch.load(tmp_path / "logits.pt")
+
+    # the same logits as the trained checkpoint gives in the project (its final-test path)
+    reference = ("import json, sys, torch; from dataset.audio import load_audio; "
+                 "from helpers.checkpoints import load_device_system; from models.asc_module import "
+                 "SceneClassifier, round_parameters_to_fp16; "
+                 "system, ckpt, _ = load_device_system(sys.argv[1], 'DCASE25_Task1', allow_general=True); "
+                 "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
+                 "round_parameters_to_fp16(system); "
+                 "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
+                 "torch.save(module.inference_logits(waves, json.loads(sys.argv[3])), 'reference.pt')")
+    run([sys.executable, "-c", reference, run_id, json.dumps(files), json.dumps(devices)], repo, env)
+    expected = torch.load(repo / "reference.pt")
+    assert logits.shape == (4, 10)
+    assert torch.allclose(logits, expected, atol=1e-3), (logits - expected).abs().max()
+
+
+def test_checkpoints_without_a_record_are_cp_mobile_from_their_hyper_parameters(tmp_path):
+    """The organisers' checkpoints (and this project's older ones) name no network."""
+    wide = build_network("cp_mobile", {"base_channels": 40})
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in wide.state_dict().items()},
+                  "hyper_parameters": {"base_channels": 40, "channels_multiplier": 1.8, "lr": 0.005}}
+    network = checkpoint_network(checkpoint, "organisers.ckpt")
+    assert network_record(network) == network_record(wide)
+    load_weights(network, {k[len("model."):]: v for k, v in checkpoint["state_dict"].items()}, checkpoint, "x")
+    # a checkpoint that records nothing at all is described by the run's flags
+    bare = {"state_dict": checkpoint["state_dict"]}
+    args = parse_args(build_parser("device", ""), ["--base_channels", "40"])
+    assert network_record(checkpoint_network(bare, "bare.ckpt", args)) == network_record(wide)
+    assert network_record(checkpoint_network(bare, "bare.ckpt"))["config"]["base_channels"] == 32
