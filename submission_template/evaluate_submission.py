@@ -112,8 +112,10 @@ def write_figures(out_dir: str, package: str, title: str, confusion: dict, class
     try:
         plots = importlib.import_module(f"{package}.plots")
     except ImportError as err:
-        missing = "matplotlib is not installed" if (err.name or "").startswith("matplotlib") else str(err)
-        print(f"Figures skipped: {missing} (pip install matplotlib to get them).")
+        if (err.name or "").startswith("matplotlib"):
+            print("Figures skipped: matplotlib is not installed (pip install matplotlib to get them).")
+        else:  # a package exported before the figures existed
+            print(f"Figures skipped: {err} (export the package again to get them).")
         return []
     device_groups = {device: group for group, members in DEVICE_GROUPS.items() for device in members}
     figures = plots.result_figures(title, {"Submission": confusion}, classes, list(device_groups), device_groups)
