@@ -112,8 +112,10 @@ def write_figures(out_dir: str, api, title: str, confusion: dict, classes) -> li
     try:
         figures = api.result_figures(title, {"Submission": confusion}, classes, list(device_groups), device_groups)
     except ImportError as err:
-        missing = "matplotlib is not installed" if (err.name or "").startswith("matplotlib") else str(err)
-        print(f"Figures skipped: {missing} (pip install matplotlib to get them).")
+        if (err.name or "").startswith("matplotlib"):
+            print("Figures skipped: matplotlib is not installed (pip install matplotlib to get them).")
+        else:  # a package exported before the figures existed
+            print(f"Figures skipped: {err} (export the package again to get them).")
         return []
     paths = []
     for name, figure in figures.items():
