@@ -96,8 +96,8 @@ def _finite_logits(table: pd.DataFrame, path) -> np.ndarray:
         if bad.any():
             row, column = np.argwhere(bad)[0]
             raise DataError(f"{path} line {table.index[row]}, column {CLASSES[column]}: '{table[CLASSES[column]].iat[row]}' "
-                            f"{what} ({int(bad.sum())} such cells in all). A teacher file holds finite logits "
-                            "only: write it again.")
+                            f"{what}{f' ({int(bad.sum())} cells like it)' if bad.sum() > 1 else ''}. A teacher file holds "
+                            "finite logits only: write it again.")
     return logits
 
 
