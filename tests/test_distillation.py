@@ -1,6 +1,7 @@
 """Knowledge distillation: the loss, the teacher file, its lookup by clip, and the teacher-logits command."""
 import argparse
 import math
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -169,11 +170,13 @@ def signature(waveform):
     return waveform.abs().amax(dim=-1).flatten()
 
 
-@pytest.mark.parametrize("use_cache, workers, device", [(True, 1, None), (False, 0, "s1")])
+@pytest.mark.parametrize("use_cache, workers, device, world", [(True, 1, None, 1), (False, 0, "s1", 1),
+                                                              (False, 0, None, 2)])
 def test_each_training_clip_gets_its_own_teacher_row(demo, train, tmp_path, monkeypatch, use_cache, workers,
-                                                     device):
+                                                     device, world):
     """Shuffled, rolled batches from the cache or the wav files, in worker processes or not, all devices
-    or one device's clips (stage 2): the teacher targets used for each clip are its own row's."""
+    or one device's clips (stage 2), one process's share of a distributed run: the teacher targets
+    used for each clip are its own row's."""
     rows = train if device is None else of_devices(train, device)
     args = build_parser("base", "").parse_args([*SMALL_NET, "--num_workers", str(workers), "--batch_size", "8",
                                                 "--n_epochs", "2", "--warmup_steps", "1", "--temperature", "1.5"])
@@ -181,7 +184,8 @@ def test_each_training_clip_gets_its_own_teacher_row(demo, train, tmp_path, monk
     cache = AudioCache.open_or_build(tmp_path / "cache", demo, rows["filename"].tolist(), 32000) if use_cache else None
     if use_cache:
         args.cache_dir = str(tmp_path / "cache")
-    loader = make_loader(demo, rows, args, train=True, cache=cache)
+    process = SimpleNamespace(world_size=world, global_rank=world - 1)  # the last process of the run
+    loader = make_loader(demo, rows, args, train=True, trainer=process, cache=cache)
     unrolled = make_loader(demo, rows, args, train=False, cache=cache).dataset
     clip_of = {float(signature(unrolled[i][0])): unrolled.files[i] for i in range(len(unrolled))}
     assert len(clip_of) == len(rows)  # the signature tells every clip apart
@@ -208,7 +212,8 @@ def test_each_training_clip_gets_its_own_teacher_row(demo, train, tmp_path, monk
     trainer.fit(module, loader)
 
     batches = list(zip(seen[0::2], seen[1::2]))
-    assert len(batches) == 2 * math.ceil(len(rows) / 8)
+    share = math.ceil(len(rows) / world)
+    assert len(batches) == 2 * math.ceil(share / 8)
     orders = []
     for (signatures, devices, filenames), probs in batches:
         clips = [clip_of[s] for s in signatures]  # which clip each waveform really is
@@ -217,7 +222,9 @@ def test_each_training_clip_gets_its_own_teacher_row(demo, train, tmp_path, monk
         assert device is None or set(devices) == {device}
         orders += clips
     epoch = len(orders) // 2
-    assert sorted(orders[:epoch]) == sorted(rows["filename"]) and orders[:epoch] != orders[epoch:]  # shuffled
+    assert len(set(orders[:epoch])) == share and set(orders) <= set(rows["filename"])
+    assert world > 1 or sorted(orders[:epoch]) == sorted(rows["filename"])
+    assert orders[:epoch] != orders[epoch:]  # shuffled anew every epoch
     # the label loss and the distillation loss are separate curves
     metrics = pd.read_csv(next((tmp_path / "logs").rglob("metrics.csv")))
     assert {f"{prefix}train/label_loss", f"{prefix}train/kd_loss", f"{prefix}train/loss"} <= set(metrics.columns)
