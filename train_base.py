@@ -12,6 +12,7 @@ import lightning as L
 from dataset.dcase25 import test_rows, training_rows
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import model_complexity
+from helpers.distillation import read_teacher_logits
 from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
                                 make_trainer, open_cache, prepare_dataset_dir, run_cli, say, start_run)
 from helpers.reporting import write_results
@@ -28,6 +29,7 @@ def main(argv=None):
     train = training_rows(dataset_dir, args.split_dir, args.subset)
     test = test_rows(dataset_dir, args.split_dir)
     check_audio(args, dataset_dir, train, test)
+    teacher = read_teacher_logits(args, train)
 
     run_id, resume_from = start_run(args, "base")
     logger, _ = make_logger(args, run_id)
@@ -37,7 +39,7 @@ def main(argv=None):
     test_loader = make_loader(dataset_dir, test, args, train=False, trainer=trainer,
                               cache=open_cache(args, dataset_dir, test))
 
-    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args))
+    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args), teacher=teacher)
     complexity = model_complexity(module.model, module.frontend.input_shape())
     say(f"Model {args.model}: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
         f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")

@@ -18,6 +18,7 @@ from helpers.checkpoints import (CheckpointError, checkpoint_network, load_check
                                  split_state_dict)
 from helpers.cli import build_parser, parse_args, set_network_flags
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
+from helpers.distillation import read_teacher_logits
 from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
                                 make_trainer, is_rank_zero, open_cache, prepare_dataset_dir, run_cli, say,
                                 start_run)
@@ -55,6 +56,7 @@ def main(argv=None):
     dataset_dir = prepare_dataset_dir(args)
     train, test = training_rows(dataset_dir, args.split_dir, args.subset), test_rows(dataset_dir, args.split_dir)
     check_audio(args, dataset_dir, train, test)
+    teacher = read_teacher_logits(args, train[train["source_label"].isin(args.train_devices)])
 
     run_id, resume_from = start_run(args, "device")
     system, general_ckpt, completed = load_system(args, resume_from)
@@ -72,7 +74,7 @@ def main(argv=None):
         # each phase trains only this device's copy; its curves are logged as "<device>/..."
         say(f"\n=== Fine-tuning the model of device {device} ===")
         module = SceneClassifier(config, model=system.device_models[device], log_prefix=f"{device}/",
-                                 input_sample_rate=rate)
+                                 input_sample_rate=rate, teacher=teacher)
         phase_ckpt = run_dir / "checkpoints" / f"last-{device}.ckpt"
         trainer = make_trainer(args, logger, run_id, checkpoint_name=phase_ckpt.stem)
         trainer.fit(module,

@@ -73,6 +73,16 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float)
     train.add_argument("--warmup_steps", type=int)
 
+    distillation = parser.add_argument_group("knowledge distillation (off without --teacher_logits)")
+    distillation.add_argument("--teacher_logits", type=str, default=None, metavar="FILE",
+                              help="TAB-separated teacher logits per clip (python -m helpers.teacher_logits); "
+                                   "every training clip must be in it")
+    distillation.add_argument("--kd_lambda", type=float, default=0.02,
+                              help="weight of the label loss; 1 - kd_lambda weighs the distillation loss "
+                                   "(0: pure distillation)")
+    distillation.add_argument("--temperature", type=float, default=2.0,
+                              help="softmax temperature of teacher and student in the distillation loss")
+
     frontend = parser.add_argument_group("front end")
     frontend.add_argument("--sample_rate", type=int, default=32000)
     frontend.add_argument("--window_length", type=int, default=3072)
@@ -104,6 +114,10 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
             apply_network_flags(args, args.model)
         except ValueError as err:
             parser.error(str(err))
+    if not 0.0 <= args.kd_lambda <= 1.0:
+        parser.error(f"--kd_lambda {args.kd_lambda}: must lie between 0 (pure distillation) and 1 (labels only).")
+    if not args.temperature > 0:
+        parser.error(f"--temperature {args.temperature}: must be greater than 0.")
     return args
 
 

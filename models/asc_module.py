@@ -3,6 +3,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from helpers.distillation import kd_loss, teacher_targets
 from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
 from models.frontend import LogMelFrontEnd, mixstyle
@@ -19,11 +20,13 @@ class SceneClassifier(L.LightningModule):
     ``config`` holds the command-line flags (front end, optimiser, augmentation); metrics are
     logged as ``<prefix>val/...`` and ``<prefix>test/...``. ``model`` defaults to a fresh
     network built from the flags (``--model`` and its network's flags); a model that routes by device
-    takes ``(x, devices)``. Checkpoints record the network's name and config under ``network``.
+    takes ``(x, devices)``. Checkpoints record the network's name and config under ``network``. With a
+    ``teacher`` (``helpers.distillation.TeacherLogits``) the training loss is the distillation loss
+    of ``--kd_lambda`` and ``--temperature``, the teacher's logits looked up by each clip's file name.
     """
 
     def __init__(self, config: dict, model: torch.nn.Module = None, log_prefix: str = "",
-                 input_sample_rate: int = None):
+                 input_sample_rate: int = None, teacher=None):
         super().__init__()
         self.save_hyperparameters(config)
         self.frontend = LogMelFrontEnd.from_args(self.hparams)
@@ -34,6 +37,7 @@ class SceneClassifier(L.LightningModule):
             model = build_network(self.hparams.get("model") or DEFAULT_NETWORK, dict(self.hparams))
         self.model = model
         self.log_prefix = log_prefix
+        self.teacher = teacher
         self.val_metrics = SceneDeviceAccuracy()
         self.test_metrics = SceneDeviceAccuracy()
         self.test_results = None  # filled at the end of a test run
@@ -52,15 +56,24 @@ class SceneClassifier(L.LightningModule):
 
     # --- training ---
     def training_step(self, batch, batch_idx):
-        waveform, labels, devices, _ = batch
+        waveform, labels, devices, filenames = batch
         features = mixstyle(self.frontend(waveform), self.hparams.mixstyle_p, self.hparams.mixstyle_alpha)
-        loss = F.cross_entropy(self.classify(features, devices), labels)
+        logits = self.classify(features, devices)
+        prefix = self.log_prefix
+        if self.teacher is None:
+            loss = F.cross_entropy(logits, labels)
+        else:
+            temperature = self.hparams.temperature
+            teacher_probs = teacher_targets(self.teacher.lookup(filenames).to(logits.device), temperature)
+            loss, label_loss, distill_loss = kd_loss(logits, labels, teacher_probs, self.hparams.kd_lambda,
+                                                     temperature)
+            self.log(f"{prefix}train/label_loss", label_loss, batch_size=len(labels))
+            self.log(f"{prefix}train/kd_loss", distill_loss, batch_size=len(labels))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}). "
                 "The run stopped; its last checkpoint is from the end of the last complete epoch. Lower --lr "
                 "or check the data, then start again (or continue with --resume).")
-        prefix = self.log_prefix
         self.log(f"{prefix}train/loss", loss, prog_bar=True, batch_size=len(labels))
         self.log(f"{prefix}lr", self.optimizers().param_groups[0]["lr"], batch_size=len(labels))
         self.log(f"{prefix}epoch", float(self.current_epoch), batch_size=len(labels))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -173,3 +174,45 @@ def test_bf16_mixed_precision_on_cpu_with_the_audio_cache(workdir):
     run_id = re.search(r"Run id: (\w+)", out).group(1)
     check_results(json.loads((workdir / "BF16" / run_id / "results.json").read_text())["results"]["General Model"])
     assert len(list((workdir / "audio_cache").glob("*.npy"))) == 2  # the training split and the test split
+
+
+def run_module(module, args, cwd):
+    """``python -m module`` from ``cwd`` with the repository importable, as run from its root."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env.update(HOME=str(cwd), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, f"{module} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout
+
+
+def test_distilled_stage1_and_stage2(workdir, stage1, stage2):
+    """The runs above as teachers: the general one's logits distil a stage-1 student, the device-specific
+    one's (each clip through its device's model) distil that student's stage 2."""
+    split = workdir / "demo_data" / "split_setup"
+    names = pd.concat([pd.read_csv(split / f, sep="\t")["filename"] for f in ("split25.csv", "test.csv")])
+    out = run_module("helpers.teacher_logits", [stage1[0], "--demo", "--out", "general.tsv", "--num_workers", "0"],
+                     workdir)
+    assert f"| {stage1[0]} |" in out
+    general = pd.read_csv(workdir / "general.tsv", sep="\t", index_col="filename")
+    assert list(general.columns) == CLASSES and sorted(general.index) == sorted(names)
+
+    kd = ["--project_name", "KD", "--teacher_logits", "general.tsv", "--kd_lambda", "0.5", *TINY[2:-2],
+          "--n_epochs", "1", "--wandb_mode", "disabled"]
+    out = run_script("train_base.py", ["--demo", "--seed", "2", *kd], workdir)
+    assert "Distilling from general.tsv" in out and "0.5 * label loss + 0.5 * distillation loss" in out
+    student = re.search(r"Run id: (\w+)", out).group(1)
+    check_results(json.loads((workdir / "KD" / student / "results.json").read_text())["results"]["General Model"])
+    saved = torch.load(workdir / "KD" / student / "checkpoints" / "last.ckpt", weights_only=False)
+    assert saved["hyper_parameters"]["teacher_logits"] == "general.tsv"
+
+    run_module("helpers.teacher_logits", [stage2[0], "--demo", "--out", "devices.tsv", "--num_workers", "0"], workdir)
+    devices = pd.read_csv(workdir / "devices.tsv", sep="\t", index_col="filename").loc[general.index]
+    unseen = general.index.str.contains(r"-s[456]\.wav$")
+    assert unseen.any() and np.allclose(devices[unseen], general[unseen], rtol=1e-4, atol=1e-5)  # general model
+    assert not np.allclose(devices[~unseen], general[~unseen], rtol=1e-4, atol=1e-5)  # their device's model
+    kd[3] = "devices.tsv"
+    out = run_script("train_device_specific.py", ["--demo", "--ckpt_id", student, *kd], workdir)
+    assert "Distilling from devices.tsv" in out
+    results = json.loads((workdir / "KD" / re.search(r"Run id: (\w+)", out).group(1) / "results.json").read_text())
+    check_results(results["results"]["Device-specific Models"])

@@ -1,0 +1,101 @@
+"""Write the teacher file for knowledge distillation, from one run or an ensemble of runs.
+
+    python -m helpers.teacher_logits RUN [RUN ...] --out teacher_logits.tsv --dataset_dir DIR
+    python -m helpers.teacher_logits RUN [RUN ...] --out teacher_logits.tsv --demo
+
+RUN is a run id (or .ckpt path) of train_base.py, a general teacher (every clip through its
+model), or of train_device_specific.py, a device-specific teacher (every clip through its
+device's model, other devices through the general model). Each run's network and front end come
+from its checkpoint. The logits of every clip of the 25 % split and of the development-test
+split are computed once, in evaluation mode (no augmentation) in 32-bit floats, and averaged over
+the runs. The file's format is in helpers/distillation.py and the README.
+"""
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from dataset.dcase25 import CLASSES, test_rows, training_rows
+from helpers.checkpoints import hyper_parameters, load_checkpoint, load_device_system, resolve_checkpoint
+from helpers.cli import build_parser, parse_args
+from helpers.distillation import TeacherLogits
+from helpers.experiment import (check_audio, input_sample_rate, make_loader, open_cache, prepare_dataset_dir,
+                                run_cli, say)
+from helpers.metrics import SceneDeviceAccuracy
+from models.asc_module import SceneClassifier
+
+
+def build_parser_teacher():
+    parser = build_parser("base", __doc__)
+    teacher = parser.add_argument_group("teacher logits")
+    teacher.add_argument("runs", nargs="+", metavar="RUN", help="run ids or .ckpt paths of the teachers")
+    teacher.add_argument("--out", type=str, required=True, help="the teacher file to write (TAB-separated)")
+    teacher.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    return parser
+
+
+def load_teacher(run, args) -> SceneClassifier:
+    """The run's model (general, or device-specific container) in evaluation mode, with the network
+    and front-end flags it was trained with; audio arrives as this command's loaders deliver it."""
+    path = resolve_checkpoint(str(run), args.project_name)
+    config = argparse.Namespace(**{**vars(args), **hyper_parameters(load_checkpoint(path))})
+    # the network (any registered one) is rebuilt from the checkpoint alone
+    system, _, _ = load_device_system(path, args.project_name, allow_general=True)
+    module = SceneClassifier(vars(config), model=system, input_sample_rate=input_sample_rate(args))
+    kind = f"device models {', '.join(system.device_models)}" if len(system.device_models) else "general model"
+    say(f"Teacher {run}: {path} ({kind}).")
+    return module.float().eval()
+
+
+@torch.no_grad()
+def clip_logits(module, loaders, names) -> torch.Tensor:
+    """``[len(names), n_classes]``: the logits of clips ``names`` (all in ``loaders``), in that order."""
+    device = next(module.parameters()).device
+    by_name = {}
+    for loader in loaders:
+        for waveform, _, devices, filenames in loader:
+            by_name.update(zip(filenames, module(waveform.to(device).float(), devices).float().cpu()))
+    return torch.stack([by_name[name] for name in names])
+
+
+def accuracy_on(rows: pd.DataFrame, logits: torch.Tensor) -> dict:
+    """Accuracies of ``logits`` (one row per clip of the labelled ``rows``)."""
+    metric = SceneDeviceAccuracy()
+    labels = torch.tensor([CLASSES.index(label) for label in rows["scene_label"]])
+    metric.update(logits, labels, rows["source_label"].tolist())
+    return metric.compute()
+
+
+def main(argv=None):
+    args = parse_args(build_parser_teacher(), argv)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"--out {out} exists already; pass --overwrite to replace it.")
+    dataset_dir = prepare_dataset_dir(args)
+    train, test = training_rows(dataset_dir, args.split_dir, args.subset), test_rows(dataset_dir, args.split_dir)
+    check_audio(args, dataset_dir, train, test)
+    loaders = [make_loader(dataset_dir, rows, args, train=False, cache=open_cache(args, dataset_dir, rows))
+               for rows in (train, test)]
+    names = pd.concat([train["filename"], test["filename"]]).drop_duplicates().tolist()
+    test_index = pd.Index(names).get_indexer(test["filename"])
+
+    members = [clip_logits(load_teacher(run, args), loaders, names) for run in args.runs]
+    mean = torch.stack(members).mean(dim=0)
+    table = ["| teacher | test acc. | test macro avg. acc. |", "|---|---:|---:|"]
+    for name, logits in zip(args.runs, members):
+        results = accuracy_on(test, logits[test_index])
+        table.append(f"| {name} | {100 * results['acc']:.2f} | {100 * results['macro_avg_acc']:.2f} |")
+    if len(members) > 1:
+        results = accuracy_on(test, mean[test_index])
+        table.append(f"| ensemble of {len(members)} | {100 * results['acc']:.2f} | "
+                     f"{100 * results['macro_avg_acc']:.2f} |")
+
+    TeacherLogits(names, mean, out).write(out)
+    print("\n".join(table))
+    print(f"Teacher logits of {len(names)} clips ({len(train)} training, {len(test)} test): {out.resolve()}")
+    return out
+
+
+if __name__ == "__main__":
+    run_cli(main)
