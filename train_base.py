@@ -10,8 +10,8 @@ import lightning as L
 from dataset.dcase25 import test_rows, training_rows
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import model_complexity
-from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
-                                make_trainer, open_cache, prepare_dataset_dir, run_cli, say, start_run)
+from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir, input_sample_rate, make_loader,
+                                make_logger, make_trainer, open_cache, prepare_dataset_dir, run_cli, say, start_run)
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
 
@@ -26,6 +26,7 @@ def main(argv=None):
     train = training_rows(dataset_dir, args.split_dir, args.subset)
     test = test_rows(dataset_dir, args.split_dir)
     check_audio(args, dataset_dir, train, test)
+    check_augmentation(args)
 
     run_id, resume_from = start_run(args, "base")
     logger, _ = make_logger(args, run_id)

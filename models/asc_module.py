@@ -1,12 +1,12 @@
 """The LightningModule both training stages use: front end, augmentation, optimiser, metrics."""
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
+from models.augmentation import TrainingAugmentation
 from models.cp_mobile import Network, NetworkConfig
-from models.frontend import LogMelFrontEnd, mixstyle
+from models.frontend import LogMelFrontEnd
 
 
 class NonFiniteLossError(RuntimeError):
@@ -19,6 +19,7 @@ class SceneClassifier(L.LightningModule):
     ``config`` holds the command-line flags (front end, optimiser, augmentation); metrics are
     logged as ``<prefix>val/...`` and ``<prefix>test/...``. ``model`` defaults to a fresh
     network built from the flags; a model that routes by device takes ``(x, devices)``.
+    ``input_sample_rate`` is the rate the audio arrives at (default ``orig_sample_rate``).
     """
 
     def __init__(self, config: dict, model: torch.nn.Module = None, log_prefix: str = "",
@@ -29,6 +30,7 @@ class SceneClassifier(L.LightningModule):
         if input_sample_rate is not None:  # audio that arrives already resampled (the audio cache)
             self.frontend.resample = LogMelFrontEnd(orig_sample_rate=input_sample_rate,
                                                     sample_rate=self.hparams.sample_rate).resample
+        self.augment = TrainingAugmentation.from_args(self.hparams, input_sample_rate or self.hparams.orig_sample_rate)
         self.model = model if model is not None else Network(NetworkConfig.from_args(self.hparams))
         self.log_prefix = log_prefix
         self.val_metrics = SceneDeviceAccuracy()
@@ -46,8 +48,8 @@ class SceneClassifier(L.LightningModule):
     # --- training ---
     def training_step(self, batch, batch_idx):
         waveform, labels, devices, _ = batch
-        features = mixstyle(self.frontend(waveform), self.hparams.mixstyle_p, self.hparams.mixstyle_alpha)
-        loss = F.cross_entropy(self.classify(features, devices), labels)
+        features, mix = self.augment(waveform, devices, self.frontend)
+        loss = mix.cross_entropy(self.classify(features, devices), labels)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}). "

@@ -5,7 +5,7 @@ before the augmentations moved into ``models/augmentation.py``; the test recompu
 that moving code changes no random draw and no arithmetic. It uses only pieces that exist
 before and after that change (flags, ``make_loader``, ``open_cache``, ``SceneClassifier``).
 
-    python tests/seeded_losses.py            # prints every setting's losses
+    python tests/seeded_losses.py [SETTING ...]     # prints the losses (default: of every setting)
 """
 import json
 import sys
@@ -31,12 +31,15 @@ TINY = ["--n_epochs", "2", "--batch_size", "16", "--num_workers", "0", "--warmup
         "--base_channels", "16", "--n_mels", "64", "--n_fft", "1024", "--window_length", "800", "--hop_length", "320",
         "--freqm", "16"]
 SETTINGS = {
-    # the organisers' augmentations: roll 0.1 s, frequency masking, MixStyle p 0.4
+    # the organisers' augmentations (roll 0.1 s, frequency masking, MixStyle p 0.4), data read in the
+    # main process: roll drew its shifts there before, clip by clip, and draws the same ones now
     "defaults": [],
-    # no roll; frequency and time masking and MixStyle on every batch
-    "no_roll": ["--roll_sec", "0", "--timem", "20", "--mixstyle_p", "1.0"],
-    # the same from the audio cache (32 kHz audio reaches the front end)
-    "no_roll_cache": ["--roll_sec", "0", "--timem", "20", "--mixstyle_p", "1.0", "--cache_dir", "{cache}"],
+    # the same with a DataLoader worker: roll drew its shifts from the worker's random generator
+    # before and from the main process's now, so these losses are NOT the same before and after
+    "defaults_worker": ["--num_workers", "1"],
+    # no roll; frequency and time masking and MixStyle on every batch; a worker; the audio cache
+    "no_roll_worker_cache": ["--roll_sec", "0", "--timem", "20", "--mixstyle_p", "1.0", "--num_workers", "1",
+                             "--cache_dir", "{cache}"],
 }
 
 
@@ -68,13 +71,13 @@ def seeded_losses(dataset_dir, setting: str, cache_dir) -> list:
     return recorder.losses
 
 
-def main():
+def main(names):
     torch.set_num_threads(2)  # as the tests run
     with tempfile.TemporaryDirectory() as root:
         dataset_dir = demo_dir(root)
-        losses = {name: seeded_losses(dataset_dir, name, Path(root) / "cache") for name in SETTINGS}
+        losses = {name: seeded_losses(dataset_dir, name, Path(root) / "cache") for name in names or SETTINGS}
     print(json.dumps(losses, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
