@@ -28,8 +28,8 @@ from models.asc_module import SceneClassifier  # noqa: E402
 DEMO_SCALE = 0.05  # 80 training clips: 5 steps of 16 per epoch
 # a narrow network and a small front end keep it fast; the augmentations are what is compared
 TINY = ["--n_epochs", "2", "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "3", "--seed", "3",
-        "--base_channels", "16", "--n_mels", "64", "--n_fft", "1024", "--window_length", "800", "--hop_length", "320",
-        "--freqm", "16"]
+        "--base_channels", "8", "--sample_rate", "16000", "--n_mels", "32", "--n_fft", "512", "--window_length", "400",
+        "--hop_length", "320", "--freqm", "8"]
 SETTINGS = {
     # the organisers' augmentations (roll 0.1 s, frequency masking, MixStyle p 0.4), data read in the
     # main process: roll drew its shifts there before, clip by clip, and draws the same ones now
