@@ -44,17 +44,15 @@ def read_response(path, sample_rate: int, resamplers=None) -> torch.Tensor:
     if not torch.isfinite(response).all():
         raise DataError(f"--dir_dir: {path} holds samples that are not finite numbers (NaN or infinity): "
                         "it is not a usable impulse response. Remove it from the folder.")
+    if response.abs().max() < SILENCE:
+        raise DataError(f"--dir_dir: {path} is silent (every sample is below {SILENCE:g}): it is not an "
+                        "impulse response. Remove it from the folder.")
     if rate != sample_rate:
         resamplers = {} if resamplers is None else resamplers
         if rate not in resamplers:
             resamplers[rate] = torchaudio.transforms.Resample(rate, sample_rate)
         response = resamplers[rate](response)
-    response = response[0]
-    if response.abs().max() < SILENCE:
-        at = f" at {sample_rate} Hz" if rate != sample_rate else ""
-        raise DataError(f"--dir_dir: {path} is silent{at} (every sample is below {SILENCE:g}): it is not an "
-                        "impulse response. Remove it from the folder.")
-    return response / response.norm()
+    return response[0] / response[0].norm()
 
 
 @functools.lru_cache(maxsize=4)  # checked before training, used by every training phase: read once

@@ -1,6 +1,7 @@
 """The training augmentations (models/augmentation.py): roll, DIR, mixup, masking, MixStyle, their
 order, the impulse responses (dataset/impulse_responses.py), and the unchanged seeded baseline."""
 import math
+import struct
 import sys
 from pathlib import Path
 
@@ -315,8 +316,19 @@ def test_bad_folders_are_clear_errors(tmp_path):
     silent = tmp_path / "silent"
     silent.mkdir()
     write_wav(silent / "zeros.wav", np.zeros(4410), 48000)
-    with pytest.raises(DataError, match=r"--dir_dir: .*zeros\.wav is silent at 44100 Hz"):
+    with pytest.raises(DataError, match=r"--dir_dir: .*zeros\.wav is silent \(every sample is below 1e-06\)"):
         load_impulse_responses(str(silent), 44100)
+    not_finite = tmp_path / "not_finite"
+    not_finite.mkdir()
+    samples = np.zeros(100, dtype="<f4")
+    samples[[0, 5]] = 1.0, np.nan
+    data = samples.tobytes()  # a 32-bit float wav, which can hold NaN
+    (not_finite / "nan.wav").write_bytes(
+        b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " +
+        struct.pack("<IHHIIHH", 16, 3, 1, 44100, 44100 * 4, 4, 32) + b"data" + struct.pack("<I", len(data)) + data)
+    with pytest.raises(DataError, match=r"--dir_dir: .*nan\.wav holds samples that are not finite numbers"):
+        load_impulse_responses(str(not_finite), 44100)
+
 
 
 @pytest.mark.parametrize("argv,message", [
