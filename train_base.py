@@ -13,8 +13,8 @@ from dataset.dcase25 import test_rows, training_rows
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import model_complexity
 from helpers.distillation import read_teacher_logits
-from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
-                                make_trainer, open_cache, prepare_dataset_dir, run_cli, say, start_run)
+from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir, input_sample_rate, make_loader,
+                                make_logger, make_trainer, open_cache, prepare_dataset_dir, run_cli, say, start_run)
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
 
@@ -29,6 +29,7 @@ def main(argv=None):
     train = training_rows(dataset_dir, args.split_dir, args.subset)
     test = test_rows(dataset_dir, args.split_dir)
     check_audio(args, dataset_dir, train, test)
+    check_augmentation(args)
     teacher = read_teacher_logits(args, train)
 
     run_id, resume_from = start_run(args, "base")

@@ -19,9 +19,9 @@ from helpers.checkpoints import (CheckpointError, checkpoint_network, load_check
 from helpers.cli import build_parser, parse_args, set_network_flags
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.distillation import read_teacher_logits
-from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
-                                make_trainer, is_rank_zero, open_cache, prepare_dataset_dir, run_cli, say,
-                                start_run)
+from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir, input_sample_rate, make_loader,
+                                make_logger, make_trainer, is_rank_zero, open_cache, prepare_dataset_dir, run_cli,
+                                say, start_run)
 from helpers.files import write_json
 from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
 from helpers.reporting import write_results
@@ -56,6 +56,7 @@ def main(argv=None):
     dataset_dir = prepare_dataset_dir(args)
     train, test = training_rows(dataset_dir, args.split_dir, args.subset), test_rows(dataset_dir, args.split_dir)
     check_audio(args, dataset_dir, train, test)
+    check_augmentation(args)
     teacher = read_teacher_logits(args, train[train["source_label"].isin(args.train_devices)])
 
     run_id, resume_from = start_run(args, "device")

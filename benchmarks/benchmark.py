@@ -19,7 +19,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,7 +28,6 @@ from helpers.cli import build_parser, parse_args  # noqa: E402
 from helpers.experiment import available_cpus, make_loader, open_cache  # noqa: E402
 from models.asc_module import SceneClassifier, round_parameters_to_fp16  # noqa: E402
 from models.cp_mobile import Network  # noqa: E402
-from models.frontend import mixstyle  # noqa: E402
 from models.multi_device import MultiDeviceModel  # noqa: E402
 
 
@@ -84,10 +82,10 @@ def in_memory_throughput(args, waveforms, labels, steps, warmup, device, profile
         index = torch.randint(0, len(labels), (batch_size,))
         x, y = waveforms[index].to(device), labels[index].to(device)
         marks = [time.perf_counter()]
-        features = mixstyle(module.frontend(x), args.mixstyle_p, args.mixstyle_alpha)
+        features, mix = module.augment(x, ["a"] * batch_size, module.frontend)
         synchronize(device) if profile else None
         marks.append(time.perf_counter())
-        loss = F.cross_entropy(module.model(features), y)
+        loss = mix.cross_entropy(module.model(features), y)
         synchronize(device) if profile else None
         marks.append(time.perf_counter())
         optimizer.zero_grad(set_to_none=True)

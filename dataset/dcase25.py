@@ -15,7 +15,6 @@ from torch.utils.data import Dataset
 from dataset import validation
 from dataset.audio import AudioError, ClipReader
 from dataset.errors import DataError
-from models.frontend import roll_waveform
 
 CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square",
            "shopping_mall", "street_pedestrian", "street_traffic", "tram"]
@@ -99,14 +98,14 @@ def select_split(meta: pd.DataFrame, split: pd.DataFrame, devices=None) -> pd.Da
 class AudioDataset(Dataset):
     """Clips of a selection of ``meta.csv`` -> ``(waveform [1, samples], label, device, filename)``.
 
-    ``label`` is the index into ``CLASSES`` (-1 when the rows carry no scene label);
-    ``roll_samples`` > 0 rolls each waveform by a random shift (training augmentation). With an
+    ``label`` is the index into ``CLASSES`` (-1 when the rows carry no scene label). It only reads
+    audio: training augmentations act on the batch (``models/augmentation.py``). With an
     ``AudioCache`` the waveforms come from it, already resampled, instead of from the wav files.
     Wav files come at ``sample_rate`` (files at another rate are resampled) and ``seconds`` long
     (padded or cut), so that every batch collates.
     """
 
-    def __init__(self, dataset_dir, rows: pd.DataFrame, roll_samples: int = 0, device_column="source_label",
+    def __init__(self, dataset_dir, rows: pd.DataFrame, device_column="source_label",
                  cache=None, sample_rate: int = 44100, seconds: float = 1.0):
         self.dataset_dir = Path(dataset_dir)
         self.files = rows["filename"].tolist()
@@ -115,7 +114,6 @@ class AudioDataset(Dataset):
             self.labels = [CLASSES.index(label) for label in rows["scene_label"]]
         else:
             self.labels = [-1] * len(self.files)
-        self.roll_samples = roll_samples
         self.cache = cache
         self.read_clip = ClipReader(sample_rate, seconds)
 
@@ -127,7 +125,6 @@ class AudioDataset(Dataset):
             waveform = self.cache.waveform(self.files[index])
         else:
             waveform = self.read_wav(self.dataset_dir / self.files[index])
-        waveform = roll_waveform(waveform, self.roll_samples)
         return waveform, self.labels[index], self.devices[index], self.files[index]
 
     def read_wav(self, path):

@@ -27,7 +27,10 @@ data, the same segment is "recorded" in parallel by several devices.
 Everything is derived from the seed through per-clip random generators, so the
 same seed gives byte-identical files, independently of `scale`.
 
-Usage:  python -m dataset.demo --out demo_data [--seed 0] [--scale 1.0] [--force]
+Usage:  python -m dataset.demo --out demo_data [--seed 0] [--scale 1.0] [--force] [--impulse_responses FOLDER]
+
+``--impulse_responses FOLDER`` also writes a few synthetic device impulse responses there, a
+stand-in for the real MicIRP responses of DIR augmentation (``--dir_dir``).
 """
 
 from __future__ import annotations
@@ -232,16 +235,17 @@ DEVICE_MODELS: dict[str, DeviceModel] = {
 }
 
 
-def _device_response(device: DeviceModel) -> np.ndarray:
-    """Zero-phase magnitude response on the rfft grid (linear)."""
-    f = np.maximum(_FREQS, 1.0)
+def _device_response(device: DeviceModel, freqs: np.ndarray = _FREQS) -> np.ndarray:
+    """Zero-phase magnitude response on the rfft grid ``freqs`` (linear)."""
+    f = np.maximum(freqs, 1.0)
+    log2_freqs = np.log2(f)
     response_db = (
         -10 * np.log10(1 + (device.highpass_hz / f) ** (2 * device.filter_order))
         - 10 * np.log10(1 + (f / device.lowpass_hz) ** (2 * device.filter_order))
-        + device.tilt_db_per_octave * (_LOG2_FREQS - np.log2(1000.0))
+        + device.tilt_db_per_octave * (log2_freqs - np.log2(1000.0))
     )
     for centre_hz, gain_db, width_oct in device.resonances:
-        response_db += gain_db * np.exp(-0.5 * ((_LOG2_FREQS - np.log2(centre_hz)) / width_oct) ** 2)
+        response_db += gain_db * np.exp(-0.5 * ((log2_freqs - np.log2(centre_hz)) / width_oct) ** 2)
     response = 10 ** ((response_db + device.gain_db) / 20)
     response[0] = 0.0  # no DC
     return response
@@ -398,15 +402,77 @@ def record_with_devices(scene_signal: np.ndarray, key: ClipKey, devices, seed: i
     return recordings
 
 
-def write_wav(path: Path, samples: np.ndarray) -> None:
-    """Write float samples in [-1, 1] as mono 24-bit little-endian PCM."""
-    ints = np.clip(np.round(samples * MAX_INT24), -MAX_INT24 - 1, MAX_INT24).astype("<i4")
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float samples in [-1, 1] (``[n]`` mono or ``[n, channels]``) as 24-bit little-endian PCM."""
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    ints = np.clip(np.round(samples * MAX_INT24), -MAX_INT24 - 1, MAX_INT24).astype("<i4").reshape(-1)
     frames = ints.view(np.uint8).reshape(-1, 4)[:, :SAMPLE_WIDTH_BYTES].tobytes()
     with wave.open(str(path), "wb") as wav:
-        wav.setnchannels(1)
+        wav.setnchannels(channels)
         wav.setsampwidth(SAMPLE_WIDTH_BYTES)
-        wav.setframerate(SAMPLE_RATE)
+        wav.setframerate(sample_rate)
         wav.writeframes(frames)
+
+
+# --------------------------------------------------------------------------
+# Synthetic device impulse responses (for DIR augmentation, --dir_dir)
+# --------------------------------------------------------------------------
+
+IMPULSE_RESPONSE_PREFIX = "demo_ir_"
+IMPULSE_RESPONSE_RATES = (44_100, 48_000)  # like MicIRP: mostly 44.1 kHz, some 48 kHz
+
+
+def _minimum_phase(magnitude: np.ndarray, n_fft: int) -> np.ndarray:
+    """The causal, minimum-phase impulse response of a magnitude response (folded real cepstrum)."""
+    cepstrum = np.fft.irfft(np.log(magnitude), n=n_fft)
+    folded = np.zeros(n_fft)
+    folded[0], folded[n_fft // 2] = cepstrum[0], cepstrum[n_fft // 2]
+    folded[1:n_fft // 2] = 2 * cepstrum[1:n_fft // 2]
+    return np.fft.irfft(np.exp(np.fft.rfft(folded)), n=n_fft)
+
+
+def synthetic_impulse_response(index: int, seed: int = 0) -> tuple[np.ndarray, int]:
+    """A made-up microphone: band limits, tilt and resonances drawn at random, minimum phase, a short
+    onset delay, 20 to 200 ms long, peak 0.9. Returns ``(samples [n] or [n, 2], sample rate)``;
+    every fourth response has two channels (a second capsule, slightly later and quieter)."""
+    rng = _rng(seed, 7, index)
+    rate = IMPULSE_RESPONSE_RATES[index % len(IMPULSE_RESPONSE_RATES)]
+    microphone = DeviceModel(
+        highpass_hz=rng.uniform(40, 400), lowpass_hz=rng.uniform(4_000, 16_000),
+        filter_order=int(rng.integers(1, 4)), tilt_db_per_octave=rng.normal(0, 1.0),
+        resonances=tuple((rng.uniform(500, 8_000), rng.normal(0, 5), rng.uniform(0.2, 0.8))
+                         for _ in range(int(rng.integers(1, 4)))),
+        gain_db=0.0, noise_floor_dbfs=-120)
+    n_fft = 8192
+    magnitude = np.maximum(_device_response(microphone, np.fft.rfftfreq(n_fft, 1.0 / rate)), 1e-5)
+    response = _minimum_phase(magnitude, n_fft)
+    length, delay = int(rate * rng.uniform(0.02, 0.2)), int(rng.integers(0, 100))
+    response = np.concatenate([np.zeros(delay), response[:length - delay]])
+    fade = length // 4
+    response[-fade:] *= np.hanning(2 * fade)[fade:]
+    if index % 4 == 3:
+        lag = int(rng.integers(1, 20))
+        response = np.stack([response, 0.7 * np.concatenate([np.zeros(lag), response[:-lag]])], axis=1)
+    return 0.9 * response / np.abs(response).max(), rate
+
+
+def write_demo_impulse_responses(folder, seed: int = 0, count: int = 12) -> Path:
+    """Write ``count`` synthetic impulse responses as ``demo_ir_NN.wav`` (24-bit; 44.1 and 48 kHz;
+    mono and two-channel) into ``folder``, for ``--dir_dir``. A folder holding other files is refused."""
+    folder = Path(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            raise FileExistsError(f"{folder} exists and is not a folder")
+        others = [p.name for p in folder.iterdir() if not p.name.startswith(IMPULSE_RESPONSE_PREFIX)]
+        if others:
+            raise FileExistsError(f"{folder} holds other files ({', '.join(sorted(others)[:3])}); refusing to write "
+                                  "demo impulse responses there: choose an empty or new folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        samples, rate = synthetic_impulse_response(index, seed)
+        write_wav(folder / f"{IMPULSE_RESPONSE_PREFIX}{index + 1:02d}.wav", samples, rate)
+    print(f"{count} synthetic device impulse responses (seed={seed}) -> {folder}")
+    return folder
 
 
 # --------------------------------------------------------------------------
@@ -606,8 +672,12 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the clip counts")
     parser.add_argument("--force", action="store_true",
                         help="replace audio/, eval/, split_setup/ and meta.csv in a non-demo folder")
+    parser.add_argument("--impulse_responses", metavar="FOLDER", default=None,
+                        help="also write 12 synthetic device impulse responses there (for --dir_dir)")
     args = parser.parse_args(argv)
     write_demo_dataset(args.out, seed=args.seed, scale=args.scale, force=args.force)
+    if args.impulse_responses:
+        write_demo_impulse_responses(args.impulse_responses, seed=args.seed)
 
 
 if __name__ == "__main__":

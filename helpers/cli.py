@@ -83,6 +83,16 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     distillation.add_argument("--temperature", type=float, default=2.0,
                               help="softmax temperature of teacher and student in the distillation loss")
 
+    augment = parser.add_argument_group("augmentation (models/augmentation.py; off by default)")
+    augment.add_argument("--dir_dir", type=str, default=None,
+                         help="folder of device impulse responses (audio files, any rate, length or channel count)")
+    augment.add_argument("--dir_p", type=float, default=0.0,
+                         help="DIR: probability that a clip of --dir_devices is convolved with an impulse response")
+    augment.add_argument("--dir_devices", nargs="+", default=["a"], help="DIR: devices whose clips may be convolved")
+    augment.add_argument("--mixup_alpha", type=float, default=0.0,
+                         help="mixup: Beta(alpha, alpha) weights of the clip pairs (0: off)")
+    augment.add_argument("--mixup_p", type=float, default=1.0, help="mixup: probability that a clip is mixed")
+
     frontend = parser.add_argument_group("front end")
     frontend.add_argument("--sample_rate", type=int, default=32000)
     frontend.add_argument("--window_length", type=int, default=3072)

@@ -20,9 +20,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from dataset.cache import AudioCache
 from dataset.dcase25 import AudioDataset, resolve_dataset_dir
+from dataset.impulse_responses import load_impulse_responses
 from dataset.validation import check_outside_dataset, scan_audio
 from helpers.checkpoints import CheckpointError, run_dirs
 from helpers.files import write_json
+from models.augmentation import check_augmentation_flags
 
 
 say = rank_zero_only(print)  # messages for the user, once per distributed run
@@ -75,6 +77,19 @@ def check_audio(args, dataset_dir, *row_sets):
     return report
 
 
+def check_augmentation(args):
+    """Before training: the augmentation flags, and the DIR impulse responses read once (an empty
+    folder, a file that cannot be decoded or a silent response ends the script here)."""
+    check_augmentation_flags(args)
+    if args.dir_p > 0:
+        rate = input_sample_rate(args)
+        responses, _ = load_impulse_responses(args.dir_dir, rate)
+        say(f"DIR augmentation: {len(responses)} impulse responses from {args.dir_dir} (resampled to {rate} Hz, "
+            f"unit energy); clips of {', '.join(args.dir_devices)} convolved with probability {args.dir_p}.")
+    elif args.dir_dir:
+        say("--dir_dir is given but --dir_p is 0: no clip is convolved (DIR augmentation is off).")
+
+
 def open_cache(args, dataset_dir, rows):
     """The audio cache holding ``rows`` (built on first use), or None without ``--cache_dir``."""
     if not args.cache_dir:
@@ -86,15 +101,13 @@ def open_cache(args, dataset_dir, rows):
 
 def make_loader(dataset_dir, rows, args, train: bool, trainer=None, cache=None,
                 device_column="source_label") -> DataLoader:
-    """A DataLoader over ``rows``. Training loaders shuffle and roll the waveform by up to
-    ``--roll_sec``; evaluation loaders keep each device's clips together so that a device model
+    """A DataLoader over ``rows``. Training loaders shuffle (the augmentations act on the batch, in
+    the training step); evaluation loaders keep each device's clips together so that a device model
     sees full batches. Under DDP (``trainer`` with several processes) each process gets its share:
     shuffled for training, and for evaluation every clip exactly once (no padding duplicates)."""
-    rate = cache.sample_rate if cache is not None else args.orig_sample_rate
-    roll_samples = int(rate * args.roll_sec) if train else 0
     if not train:
         rows = rows.sort_values(device_column, kind="stable")
-    dataset = AudioDataset(dataset_dir, rows, roll_samples=roll_samples, device_column=device_column, cache=cache,
+    dataset = AudioDataset(dataset_dir, rows, device_column=device_column, cache=cache,
                            sample_rate=args.orig_sample_rate)
     sampler = None
     if trainer is not None and trainer.world_size > 1:

@@ -1,12 +1,12 @@
 """The LightningModule both training stages use: front end, augmentation, optimiser, metrics."""
 import lightning as L
 import torch
-import torch.nn.functional as F
 
 from helpers.distillation import kd_loss, teacher_targets
 from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
-from models.frontend import LogMelFrontEnd, mixstyle
+from models.augmentation import TrainingAugmentation
+from models.frontend import LogMelFrontEnd
 from models.registry import DEFAULT_NETWORK, build_network, network_record
 
 
@@ -23,6 +23,7 @@ class SceneClassifier(L.LightningModule):
     takes ``(x, devices)``. Checkpoints record the network's name and config under ``network``. With a
     ``teacher`` (``helpers.distillation.TeacherLogits``) the training loss is the distillation loss
     of ``--kd_lambda`` and ``--temperature``, the teacher's logits looked up by each clip's file name.
+    ``input_sample_rate`` is the rate the audio arrives at (default ``orig_sample_rate``).
     """
 
     def __init__(self, config: dict, model: torch.nn.Module = None, log_prefix: str = "",
@@ -33,6 +34,7 @@ class SceneClassifier(L.LightningModule):
         if input_sample_rate is not None:  # audio that arrives already resampled (the audio cache)
             self.frontend.resample = LogMelFrontEnd(orig_sample_rate=input_sample_rate,
                                                     sample_rate=self.hparams.sample_rate).resample
+        self.augment = TrainingAugmentation.from_args(self.hparams, input_sample_rate or self.hparams.orig_sample_rate)
         if model is None:
             model = build_network(self.hparams.get("model") or DEFAULT_NETWORK, dict(self.hparams))
         self.model = model
@@ -57,16 +59,17 @@ class SceneClassifier(L.LightningModule):
     # --- training ---
     def training_step(self, batch, batch_idx):
         waveform, labels, devices, filenames = batch
-        features = mixstyle(self.frontend(waveform), self.hparams.mixstyle_p, self.hparams.mixstyle_alpha)
+        features, mix = self.augment(waveform, devices, self.frontend)
         logits = self.classify(features, devices)
         prefix = self.log_prefix
         if self.teacher is None:
-            loss = F.cross_entropy(logits, labels)
+            loss = mix.cross_entropy(logits, labels)
         else:
             temperature = self.hparams.temperature
-            teacher_probs = teacher_targets(self.teacher.lookup(filenames).to(logits.device), temperature)
-            loss, label_loss, distill_loss = kd_loss(logits, labels, teacher_probs, self.hparams.kd_lambda,
-                                                     temperature)
+            # mixed clips get mixed targets: the labels' and the teacher's, with the same weights
+            teacher_probs = mix.targets(teacher_targets(self.teacher.lookup(filenames).to(logits.device), temperature))
+            loss, label_loss, distill_loss = kd_loss(logits, mix.label_targets(labels, logits.size(-1)), teacher_probs,
+                                                     self.hparams.kd_lambda, temperature)
             self.log(f"{prefix}train/label_loss", label_loss, batch_size=len(labels))
             self.log(f"{prefix}train/kd_loss", distill_loss, batch_size=len(labels))
         if not torch.isfinite(loss):

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from dataset.dcase25 import CLASSES, DEVICES
-from dataset.demo import write_demo_dataset
+from dataset.demo import write_demo_dataset, write_demo_impulse_responses
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n_epochs", "2", "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "2",
         "--check_val_every_n_epoch", "1", "--wandb_mode", "offline"]
+AUGMENTED = ["--dir_dir", "irs", "--dir_p", "1", "--dir_devices", "a", "b", "--mixup_alpha", "0.3"]  # DIR and mixup on
 
 
 def run_script(script, args, cwd):
@@ -34,6 +35,7 @@ def run_script(script, args, cwd):
 def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     write_demo_dataset(root / "demo_data", scale=0.12)
+    write_demo_impulse_responses(root / "irs", count=4)
     return root
 
 
@@ -47,7 +49,7 @@ def stage1(workdir):
 @pytest.fixture(scope="module")
 def stage2(workdir, stage1):
     out = run_script("train_device_specific.py",
-                     ["--demo", "--ckpt_id", stage1[0], "--n_epochs", "1", *TINY[2:]], workdir)
+                     ["--demo", "--ckpt_id", stage1[0], "--n_epochs", "1", *TINY[2:], *AUGMENTED], workdir)
     run_id = re.search(r"Run id: (\w+)", out).group(1)
     return run_id, out
 
@@ -115,6 +117,11 @@ def test_stage2_results_and_unseen_devices(workdir, stage2):
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert "model.device_models.s3.feed_forward.0.weight" in state and "model.base_model.in_c.0.0.weight" in state
     assert "| s3 | 29,419,156 | 61,148 | 122,296 | yes |" in out
+    # DIR and mixup were on, and the run's config records them
+    assert "DIR augmentation: 4 impulse responses from irs" in out
+    config = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
+                        weights_only=True)["hyper_parameters"]
+    assert (config["dir_p"], config["dir_devices"], config["mixup_alpha"]) == (1.0, ["a", "b"], 0.3)
 
 
 def test_compare_stage1_and_stage2_runs(workdir, stage1, stage2):
@@ -155,8 +162,9 @@ def test_evaluation_predictions(workdir, stage2):
 def test_stage1_with_two_ddp_processes(workdir):
     """Two CPU processes (gloo): every test clip is counted exactly once, files are written once."""
     out = run_script("train_base.py", ["--demo", "--project_name", "DDP", "--accelerator", "cpu", "--devices", "2",
-                                       "--strategy", "ddp", *TINY[:-2], "--wandb_mode", "disabled"], workdir)
-    assert out.count("Run id:") == 1
+                                       "--strategy", "ddp", *TINY[:-2], "--wandb_mode", "disabled", *AUGMENTED],
+                     workdir)
+    assert out.count("Run id:") == 1 and out.count("DIR augmentation: 4 impulse responses") == 1
     run_id = re.search(r"Run id: (\w+)", out).group(1)
     results = json.loads((workdir / "DDP" / run_id / "results.json").read_text())["results"]["General Model"]
     n_test = len(pd.read_csv(workdir / "demo_data" / "split_setup" / "test.csv", sep="\t"))
@@ -170,7 +178,9 @@ def test_stage1_with_two_ddp_processes(workdir):
 
 def test_bf16_mixed_precision_on_cpu_with_the_audio_cache(workdir):
     out = run_script("train_base.py", ["--demo", "--project_name", "BF16", "--precision", "bf16-mixed",
-                                       "--cache_dir", "audio_cache", "--n_epochs", "1", *TINY[2:]], workdir)
+                                       "--cache_dir", "audio_cache", "--n_epochs", "1", *TINY[2:], *AUGMENTED],
+                     workdir)
+    assert "impulse responses from irs (resampled to 32000 Hz" in out  # the cache's rate
     run_id = re.search(r"Run id: (\w+)", out).group(1)
     check_results(json.loads((workdir / "BF16" / run_id / "results.json").read_text())["results"]["General Model"])
     assert len(list((workdir / "audio_cache").glob("*.npy"))) == 2  # the training split and the test split
