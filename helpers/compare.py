@@ -33,8 +33,8 @@ def run_flags(run_dir: Path, results: dict) -> dict:
     if ckpt.is_file():
         from helpers.checkpoints import load_checkpoint
         hparams = load_checkpoint(ckpt).get("hyper_parameters") or {}
-        return {k: v for k, v in dict(vars(hparams) if isinstance(hparams, argparse.Namespace) else hparams).items()
-                if not k.startswith("_")}
+        hparams = vars(hparams) if isinstance(hparams, argparse.Namespace) else dict(hparams)
+        return {k: v for k, v in hparams.items() if not k.startswith("_")}
     return {}
 
 
