@@ -33,8 +33,8 @@ def run_flags(run_dir: Path, results: dict) -> dict:
     if ckpt.is_file():
         from helpers.checkpoints import load_checkpoint
         hparams = load_checkpoint(ckpt).get("hyper_parameters") or {}
-        return {k: v for k, v in dict(vars(hparams) if isinstance(hparams, argparse.Namespace) else hparams).items()
-                if not k.startswith("_")}
+        hparams = vars(hparams) if isinstance(hparams, argparse.Namespace) else dict(hparams)
+        return {k: v for k, v in hparams.items() if not k.startswith("_")}
     return {}
 
 
@@ -43,7 +43,7 @@ def load_run(run_or_folder: str, project_name: str) -> dict:
     run_dir = find_run_dir(run_or_folder, project_name)
     results = read_results(run_dir)
     flags = run_flags(run_dir, results)
-    general = results.get("general_checkpoint")
+    general, stage1_run = results.get("general_checkpoint"), None
     if general:  # stage 2: the general model it started from counts by its own flags, not by its id
         # the path was written relative to where stage 2 ran; else look for the run beside this one
         parents = Path(general).parents  # <project>/<run id>/checkpoints/last.ckpt, or any .ckpt file
@@ -53,10 +53,12 @@ def load_run(run_or_folder: str, project_name: str) -> dict:
             stage1 = run_flags(stage1_dir, read_results(stage1_dir))
             flags.update({f"stage1.{k}": v for k, v in stage1.items() if k not in RUN_SPECIFIC})
             flags["stage1.seed"] = stage1.get("seed")
+            stage1_run = stage1_dir.name
         else:
             flags["stage1.checkpoint"] = general
     return {"run_id": results.get("run_id", run_dir.name), "dir": run_dir, "systems": results["results"],
-            "flags": flags, "seed": flags.get("seed"), "stage1_seed": flags.get("stage1.seed")}
+            "flags": flags, "seed": flags.get("seed"), "stage1_run": stage1_run,
+            "stage1_seed": flags.get("stage1.seed")}
 
 
 def defining_flags(run: dict) -> tuple:
@@ -73,10 +75,10 @@ def group_runs(runs: list) -> list:
 
 
 def differing_flags(runs: list) -> list:
-    """Flags whose value is not the same in all runs (run-specific ones left out)."""
+    """Flags whose value is not the same in all runs that have them (run-specific ones left out); a flag
+    of one stage only (``--train_devices``, ``stage1.*``) shows when the runs of that stage differ in it."""
     names = sorted({k for run in runs for k in run["flags"]} - RUN_SPECIFIC - {"stage1.seed"})
-    missing = object()
-    return [k for k in names if len({repr(run["flags"].get(k, missing)) for run in runs}) > 1]
+    return [k for k in names if len({repr(run["flags"][k]) for run in runs if k in run["flags"]}) > 1]
 
 
 def summary(values: list):
@@ -94,10 +96,11 @@ def cell(values: list) -> str:
 
 def _runs_cell(group: list) -> str:
     def one(run):
-        seeds = [f"seed {run['seed']}" if run["seed"] is not None else None,
-                 f"stage-1 seed {run['stage1_seed']}" if run.get("stage1_seed") is not None else None]
-        seeds = [s for s in seeds if s]
-        return run["run_id"] + (f" ({', '.join(seeds)})" if seeds else "")
+        notes = [f"seed {run['seed']}"] if run["seed"] is not None else []
+        if run["stage1_run"]:  # a stage-2 run: the stage-1 run it started from, and that run's seed
+            seed = f", seed {run['stage1_seed']}" if run["stage1_seed"] is not None else ""
+            notes.append(f"stage 1: {run['stage1_run']}{seed}")
+        return run["run_id"] + (f" ({'; '.join(notes)})" if notes else "")
     return ", ".join(one(run) for run in group)
 
 
@@ -136,7 +139,7 @@ def comparison_chart(rows: list, flags: list, n_runs: int):
     from helpers.plots import new_figure
     categories = ["macro average"] + list(GROUPS)
     keys = ["macro"] + list(GROUPS)
-    figure = new_figure((max(8.0, 2.2 * len(categories) + 0.4 * len(rows) * len(categories)), 6.5))
+    figure = new_figure((min(14.0, max(8.0, 3 + 0.35 * len(rows) * len(categories))), 6.5))
     ax = figure.add_subplot()
     width = 0.8 / len(rows)
     for i, row in enumerate(rows):
@@ -146,8 +149,8 @@ def comparison_chart(rows: list, flags: list, n_runs: int):
         label = f"#{row['number']} {row['system']} ({row['n']} run{'s' if row['n'] > 1 else ''})"
         if settings:
             label += f": {settings if len(settings) <= 70 else settings[:67] + '...'}"
-        bars = ax.bar(positions, [m for m, _ in stats], width, yerr=[s or 0 for _, s in stats], capsize=3,
-                      label=label)
+        errors = [s for _, s in stats] if row["n"] > 1 else None
+        bars = ax.bar(positions, [m for m, _ in stats], width, yerr=errors, capsize=3, label=label)
         ax.bar_label(bars, labels=[f"{m:.1f}" for m, _ in stats], fontsize=8, padding=2)
     ax.set_xticks(range(len(keys)), categories)
     ax.set_ylabel("accuracy (%), mean ± std over the runs of a row")

@@ -182,7 +182,7 @@ def test_compare_groups_stage2_runs_by_the_flags_of_their_stage1_runs(tmp_path):
     table = compare(["dev00001", "dev00002", "dev00003"], project_name=str(project), out=str(tmp_path / "cmp"))
     rows = table_rows(table)
     assert len(rows) == 4  # two groups, each with the general model and the device-specific system
-    assert "dev00001 (stage-1 seed 1), dev00002 (stage-1 seed 2)" in rows[0]
+    assert "dev00001 (stage 1: base0001, seed 1), dev00002 (stage 1: base0002, seed 2)" in rows[0]
     assert "| Device-specific Models | 2 | 53.00 ± 1.41 |" in rows[1]
     assert "--stage1.mixstyle_p" in table.splitlines()[0] and "--ckpt_id" not in table
 
