@@ -1,4 +1,4 @@
-"""Export a trained run as a DCASE 2025 Task 1 submission: the organisers' 2025 inference package.
+r"""Export a trained run as a DCASE 2025 Task 1 submission: the organisers' 2025 inference package.
 
     python export_submission.py --ckpt_id <stage-2 run id or .ckpt> --submission_name Lastname_INST_task1 \
         --submission_index 1 [--out_dir submissions]
@@ -6,15 +6,16 @@
 writes (or extends) the package folder <out_dir>/<submission_name>/; install it with pip and check it
 with its test_complexity.py and evaluate_submission.py before submitting (see README).
 """
-import argparse
 import sys
 
+from dataset.errors import DataError
 from helpers.checkpoints import CheckpointError
+from helpers.cli import StrictParser
 from helpers.submission import ExportError, export_submission
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StrictParser(description=__doc__)
     parser.add_argument("--ckpt_id", type=str, required=True, help="stage-2 run id, or the path of a .ckpt file")
     parser.add_argument("--submission_name", type=str, required=True,
                         help="submission label: <Lastname>_<INSTITUTE>_task1, e.g. Schmid_CPJKU_task1")
@@ -23,7 +24,8 @@ def build_parser():
                         help="the package folder is <out_dir>/<submission_name>/")
     parser.add_argument("--project_name", type=str, default="DCASE25_Task1", help="where run ids are looked up")
     parser.add_argument("--split_dir", type=str, default=None,
-                        help="folder with test.csv to package (default: the run's --split_dir)")
+                        help="folder with test.csv, the development-test split to package; downloaded there if "
+                             "missing (default: the run's --split_dir, else split_setup)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing submission index (and shared files that differ)")
     return parser
@@ -34,7 +36,7 @@ def main(argv=None):
     try:
         package_dir = export_submission(args.ckpt_id, args.submission_name, args.submission_index, args.out_dir,
                                         args.project_name, args.split_dir, args.overwrite)
-    except (ExportError, CheckpointError) as err:
+    except (ExportError, CheckpointError, DataError) as err:
         sys.exit(f"error: {err}")
     print(f"Package folder: {package_dir}  (pip install {package_dir}; then run its test_complexity.py and "
           "evaluate_submission.py)")

@@ -2,19 +2,19 @@
 (all training devices together).
 
     python train_base.py --dataset_dir /data/TAU-urban-acoustic-scenes-2022-mobile-development
-    python train_base.py --demo          # built-in synthetic data set, a few minutes on a CPU
+    python train_base.py --demo          # the built-in synthetic demo set with a shortened recipe
     python train_base.py --demo --model cp_resnet --rho 4   # a teacher of another family
+    python train_base.py --resume        # continue the newest stopped run of this script
 """
-import shlex
-
 import lightning as L
 
 from dataset.dcase25 import test_rows, training_rows
-from helpers.cli import build_parser, parse_args
-from helpers.complexity import model_complexity
+from helpers.cli import build_parser, command_line, model_flags, parse_args
+from helpers.complexity import model_complexity, over_limits_warning
 from helpers.distillation import read_teacher_logits
-from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir, input_sample_rate, make_loader,
-                                make_logger, make_trainer, open_cache, prepare_dataset_dir, run_cli, say, start_run)
+from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir, close_logger, finished_results,
+                                input_sample_rate, make_loader, make_logger, make_trainer, open_cache,
+                                prepare_dataset_dir, run_cli, say, set_log_interval, start_run)
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
 
@@ -32,19 +32,29 @@ def main(argv=None):
     check_augmentation(args)
     teacher = read_teacher_logits(args, train)
 
+    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args), teacher=teacher)
+    complexity = model_complexity(module.model, module.frontend.input_shape())
+    say(f"Model {args.model}: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
+        f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
+    if over_limits_warning(complexity):
+        say(over_limits_warning(complexity))
+
     run_id, resume_from = start_run(args, "base")
+    results = finished_results(args.project_name, run_id)
+    if resume_from is not None and results is not None:
+        say(f"Run {run_id} has finished already (results: {checkpoint_dir(args.project_name, run_id).parent}/"
+            f"results.md); nothing was changed. Start a new run without --resume, or fine-tune this one with:\n  "
+            + stage2_command(args, run_id))
+        return run_id, results["General Model"]
+
     logger, _ = make_logger(args, run_id)
+    logger.log_hyperparams({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
     trainer = make_trainer(args, logger, run_id)
     train_loader = make_loader(dataset_dir, train, args, train=True, trainer=trainer,
                                cache=open_cache(args, dataset_dir, train))
     test_loader = make_loader(dataset_dir, test, args, train=False, trainer=trainer,
                               cache=open_cache(args, dataset_dir, test))
-
-    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args), teacher=teacher)
-    complexity = model_complexity(module.model, module.frontend.input_shape())
-    say(f"Model {args.model}: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
-        f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
-    logger.log_hyperparams({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
+    set_log_interval(trainer, train_loader)
 
     # the test split doubles as the validation set, as in the organisers' recipe
     trainer.fit(module, train_loader, test_loader, ckpt_path=resume_from)
@@ -58,21 +68,16 @@ def main(argv=None):
                                    logger=logger))
         print(f"Run id: {run_id}  (checkpoint: {last_ckpt.resolve()})")
         print("Fine-tune one model per device with:\n  " + stage2_command(args, run_id))
+    close_logger(logger)
     return run_id, module.test_results
 
 
 def stage2_command(args, run_id) -> str:
-    """The command that starts stage 2 from this run, with the data and project flags it must share."""
+    """The command that starts stage 2 from this run, with the data, project and model flags it must share."""
     defaults = build_parser("device", "")
-    command = ["python", "train_device_specific.py", "--ckpt_id", run_id]
     shared = ["project_name", "wandb_mode"] + (["demo_dir"] if args.demo else ["dataset_dir", "split_dir"])
-    if args.demo:
-        command.append("--demo")
-    for flag in shared:
-        value = getattr(args, flag)
-        if value is not None and value != defaults.get_default(flag):
-            command += [f"--{flag}", str(value)]
-    return shlex.join(command)
+    leading = ["--ckpt_id", run_id] + (["--demo"] if args.demo else [])
+    return command_line("train_device_specific.py", leading, args, shared + model_flags(defaults), defaults)
 
 
 if __name__ == "__main__":

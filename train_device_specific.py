@@ -1,7 +1,9 @@
 """Stage 2: fine-tune one copy of the general model per training device, then test the system.
 
-    python train_device_specific.py --ckpt_id <stage-1 run id>
-    python train_device_specific.py --ckpt_id <stage-2 run id> --evaluate --eval_dir DIR
+    python train_device_specific.py --ckpt_id <stage-1 run id> --dataset_dir DIR
+    python train_device_specific.py --ckpt_id <stage-2 run id> --evaluate --eval_dir EVAL_DIR
+    python train_device_specific.py --demo --ckpt_id <stage-1 run id of train_base.py --demo>
+    python train_device_specific.py --resume     # continue the newest stopped run of this script
 
 Each device's copy is trained only on that device's part of the 25 % split; at test time every
 clip goes through its device's model and devices without one use the general model.
@@ -14,18 +16,20 @@ import torch
 
 from dataset.dcase25 import TRAIN_DEVICES, of_devices, test_rows, training_rows
 from helpers.checkpoints import (CheckpointError, checkpoint_network, load_checkpoint, load_device_system,
-                                 load_weights, merge_device_runs, resolve_checkpoint, save_checkpoint,
-                                 split_state_dict)
-from helpers.cli import build_parser, parse_args, set_network_flags
-from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
+                                 load_weights, merge_device_runs, resolve_checkpoint, run_of_checkpoint,
+                                 save_checkpoint, split_state_dict)
+from helpers.cli import build_parser, command_line, model_flags, parse_args, set_network_flags
+from helpers.complexity import (complexity_markdown, device_models_complexity, model_complexity, over_limits,
+                                over_limits_warning)
 from helpers.distillation import read_teacher_logits
-from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir, input_sample_rate, make_loader,
-                                make_logger, make_trainer, is_rank_zero, open_cache, prepare_dataset_dir, run_cli,
-                                say, start_run)
+from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir, close_logger, finished_results,
+                                input_sample_rate, make_loader, make_logger, make_trainer, is_rank_zero, open_cache,
+                                prepare_dataset_dir, run_cli, say, set_log_interval, start_run)
 from helpers.files import write_json
 from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier, round_parameters_to_fp16
+from models.frontend import LogMelFrontEnd
 from models.multi_device import MultiDeviceModel
 from models.registry import network_record
 
@@ -60,9 +64,19 @@ def main(argv=None):
     teacher = read_teacher_logits(args, train[train["source_label"].isin(args.train_devices)])
 
     run_id, resume_from = start_run(args, "device")
+    run_dir = checkpoint_dir(args.project_name, run_id).parent
+    results = finished_results(args.project_name, run_id)
+    if resume_from is not None and results is not None:
+        say(f"Run {run_id} has finished already (results: {run_dir / 'results.md'}); nothing was changed. "
+            "Start a new run without --resume, or use this one:\n" + next_commands(args, run_id))
+        return run_id, results
+
     system, general_ckpt, completed = load_system(args, resume_from)
     set_network_flags(args, network_record(system))  # the run's flags describe the network it trains
-    run_dir = checkpoint_dir(args.project_name, run_id).parent
+    # every device model starts as a copy of the general model: the same complexity
+    warning = over_limits_warning(model_complexity(system.base_model, LogMelFrontEnd.from_args(args).input_shape()))
+    if warning:
+        say(warning)
     config, rate = vars(args), input_sample_rate(args)
     if resume_from is None and is_rank_zero():
         save_system(run_dir, system, config, general_ckpt, completed)
@@ -78,8 +92,9 @@ def main(argv=None):
                                  input_sample_rate=rate, teacher=teacher)
         phase_ckpt = run_dir / "checkpoints" / f"last-{device}.ckpt"
         trainer = make_trainer(args, logger, run_id, checkpoint_name=phase_ckpt.stem)
-        trainer.fit(module,
-                    make_loader(dataset_dir, of_devices(train, device), args, True, trainer, train_cache),
+        train_loader = make_loader(dataset_dir, of_devices(train, device), args, True, trainer, train_cache)
+        set_log_interval(trainer, train_loader)
+        trainer.fit(module, train_loader,
                     make_loader(dataset_dir, of_devices(test, device), args, False, trainer, test_cache),
                     ckpt_path=phase_ckpt if phase_ckpt.is_file() else None)
         completed.append(device)
@@ -107,7 +122,23 @@ def main(argv=None):
                                    logger=logger, general_checkpoint=general_ckpt))
         print(f"Run id: {run_id}  (checkpoint: {run_dir / 'checkpoints' / 'last.ckpt'}; "
               f"results: {run_dir / 'results.md'})")
+        print(next_commands(args, run_id))
+    close_logger(logger)
     return run_id, results
+
+
+def next_commands(args, run_id) -> str:
+    """The commands that predict the evaluation set with this run and export it as a submission."""
+    defaults = build_parser_stage2()
+    eval_dir = str(Path(args.demo_dir) / "eval") if args.demo else "EVAL_DIR"
+    leading = ["--ckpt_id", run_id, "--evaluate", "--eval_dir", eval_dir] + (["--demo"] if args.demo else [])
+    flags = ["project_name"] + (["demo_dir"] if args.demo else []) + model_flags(defaults)
+    evaluate = command_line("train_device_specific.py", leading, args, flags, defaults)
+    export = command_line("export_submission.py", ["--ckpt_id", run_id, "--submission_name", "Lastname_INST_task1",
+                                                   "--submission_index", "1"], args, ["project_name"], defaults)
+    where = "" if args.demo else " (EVAL_DIR: the evaluation set, with audio/ and evaluation_setup/)"
+    return (f"Predict the evaluation set with{where}:\n  {evaluate}\n"
+            f"Export the run as a submission package (your label, index 1 to 4) with:\n  {export}")
 
 
 def load_system(args, resume_from):
@@ -144,13 +175,14 @@ def save_system(run_dir, system, config, general_ckpt, completed):
 
 
 def evaluate(args):
-    """Predict the evaluation set with a stage-2 system and write ``predictions/<run id>/``."""
+    """Predict the evaluation set with a stage-2 system and write ``predictions/<run id>/`` (for a checkpoint
+    file outside a run folder: ``predictions/<file name without .ckpt>/``)."""
     if not args.eval_dir:
         raise SystemExit("--evaluate needs --eval_dir DIR, the evaluation set (audio/ and evaluation_setup/).")
     system, checkpoint, ckpt_path = load_device_system(args.ckpt_id, args.project_name, args)
     set_network_flags(args, network_record(system))
-    run_dir = ckpt_path.parents[1]
-    out_dir = Path("predictions") / run_dir.name
+    run_id = run_of_checkpoint(ckpt_path)
+    out_dir = Path("predictions") / (run_id or ckpt_path.stem)
     if out_dir.exists() and not args.overwrite:
         raise SystemExit(f"{out_dir}/ exists already; pass --overwrite to replace its files.")
 
@@ -168,13 +200,13 @@ def evaluate(args):
     round_parameters_to_fp16(system)
     sorted_logits = predict_logits(module, make_loader(args.eval_dir, by_device, args, False, device_column="device_id"))
     logits = torch.empty_like(sorted_logits)
-    logits[torch.as_tensor(by_device.index.to_numpy())] = sorted_logits
+    logits[torch.tensor(by_device.index.tolist())] = sorted_logits
 
-    results_file = run_dir / "results.json"
-    test_results = json.loads(results_file.read_text())["results"] if results_file.is_file() else None
+    results_file = ckpt_path.parents[1] / "results.json" if run_id else None
+    test_results = json.loads(results_file.read_text())["results"] if results_file and results_file.is_file() else None
     out_csv = write_predictions_csv(out_dir / "output.csv", predictions_table(rows["filename"], logits))
     network = network_record(system)
-    write_json(out_dir / "info.json", {"run_id": run_dir.name, "checkpoint": str(ckpt_path), "network": network,
+    write_json(out_dir / "info.json", {"run_id": run_id, "checkpoint": str(ckpt_path), "network": network,
                                        "complexity": complexity, "test_results": test_results})
     save_checkpoint({"state_dict": system.half().state_dict(), "network": network}, out_dir / "model_state_dict.pt")
     print(f"Predictions for {len(rows)} files: {out_csv.resolve()}")

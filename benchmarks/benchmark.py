@@ -10,7 +10,6 @@
 (f) seconds to test the whole demo test split (both systems' final test uses this path).
 Targets: (b)/(a) >= 0.95, (b) >= (c), (d)/(e) >= 5. Also prints where a training step's time goes.
 """
-import argparse
 import platform
 import sys
 import tempfile
@@ -154,11 +153,11 @@ def machine() -> str:
 
 
 def main():
-    own = argparse.ArgumentParser(add_help=False)
+    parser = build_parser("base", __doc__)
+    own = parser.add_argument_group("benchmark")
     own.add_argument("--steps", type=int, default=20, help="measured training steps per path")
-    own.add_argument("--warmup", type=int, default=3)
-    known, rest = own.parse_known_args()
-    args = parse_args(build_parser("base", __doc__), ["--demo", *rest])
+    own.add_argument("--warmup", type=int, default=3, help="unmeasured training steps before them")
+    args = parse_args(parser, ["--demo", *sys.argv[1:]])
     if not is_complete(args.dataset_dir):
         write_demo_dataset(args.dataset_dir)
     dataset_dir = Path(args.dataset_dir)
@@ -176,17 +175,17 @@ def main():
         labels = torch.tensor([dcase25.CLASSES.index(s) for s in rows["scene_label"]])
         mb_per_1000 = cache.array.nbytes / len(cache.files) * 1000 / 2**20
 
-        a, _ = in_memory_throughput(args, waveforms, labels, known.steps, known.warmup, device, profile=False)
-        b = fit_throughput(args, dataset_dir, rows, cache, known.steps, known.warmup, accelerator)
+        a, _ = in_memory_throughput(args, waveforms, labels, args.steps, args.warmup, device, profile=False)
+        b = fit_throughput(args, dataset_dir, rows, cache, args.steps, args.warmup, accelerator)
         args.cache_dir = None
-        c = fit_throughput(args, dataset_dir, rows, None, known.steps, known.warmup, accelerator)
+        c = fit_throughput(args, dataset_dir, rows, None, args.steps, args.warmup, accelerator)
         args.cache_dir = cache_dir
         d, e = evaluation_throughput(device)
         f, n_test = test_split_seconds(args, dataset_dir, test_cache, accelerator)
-        _, parts = in_memory_throughput(args, waveforms, labels, max(5, known.steps // 2), known.warmup, device,
+        _, parts = in_memory_throughput(args, waveforms, labels, max(5, args.steps // 2), args.warmup, device,
                                         profile=True)
 
-    print(f"\nMachine: {machine()}; batch size {args.batch_size}, {known.steps} measured steps per path")
+    print(f"\nMachine: {machine()}; batch size {args.batch_size}, {args.steps} measured steps per path")
     print(f"Audio cache: {mb_per_1000:.1f} MB per 1,000 clips (built in {build_seconds:.1f} s for {len(rows)} clips)\n")
     print("| measure | value |\n|---|---:|")
     print(f"| (a) training, in-memory 32 kHz tensors (ceiling) | {a:.1f} clips/s |")

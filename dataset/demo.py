@@ -35,7 +35,6 @@ stand-in for the real MicIRP responses of DIR augmentation (``--dir_dir``).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -666,9 +665,10 @@ def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = Fa
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_data", help="output folder (default: demo_data)")
-    parser.add_argument("--seed", type=int, default=0)
+    from helpers.cli import StrictParser  # flags written in full, with a hint for a mistyped one
+    parser = StrictParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="demo_data", help="output folder")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the generator")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the clip counts")
     parser.add_argument("--force", action="store_true",
                         help="replace audio/, eval/, split_setup/ and meta.csv in a non-demo folder")

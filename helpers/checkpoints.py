@@ -46,6 +46,15 @@ def resolve_checkpoint(ckpt_id: str, project_name: str) -> Path:
                           "Pass one of these ids (with the same --project_name) or the path of a .ckpt file.")
 
 
+def run_of_checkpoint(path):
+    """The run id of a run's checkpoint, ``<project_name>/<run id>/checkpoints/last.ckpt``; None for a
+    checkpoint file anywhere else."""
+    path = Path(path)
+    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
+        return path.parents[1].name
+    return None
+
+
 def load_checkpoint(path) -> dict:
     """Read a checkpoint without running any code stored in it (``weights_only=True``)."""
     try:

@@ -27,6 +27,21 @@ def within_limits(complexity: dict) -> bool:
     return complexity["macs"] <= MAX_MACS and complexity["param_bytes"] <= MAX_PARAM_BYTES
 
 
+def over_limits_warning(complexity: dict):
+    """One warning that names each limit ``complexity`` exceeds and by how much; None within the limits."""
+    excess = []
+    for key, limit, unit in (("macs", MAX_MACS, "MACs per 1-second clip"),
+                             ("param_bytes", MAX_PARAM_BYTES, "bytes of 16-bit parameters")):
+        if complexity[key] > limit:
+            over = complexity[key] - limit
+            excess.append(f"{complexity[key]:,} {unit}, {over:,} ({over / limit:.0%}) over the limit of {limit:,}")
+    if not excess:
+        return None
+    return ("WARNING: this model exceeds the complexity limits of the challenge: " + "; ".join(excess) + ". "
+            "Training it is allowed (it may serve as a teacher for knowledge distillation), but "
+            "train_device_specific.py --evaluate and export_submission.py will refuse it.")
+
+
 def layer_table(model: torch.nn.Module, input_shape=(1, 1, 256, 65)) -> list:
     """Per-unit rows ``(name, layer, input_shape, params, macs)``: each conv-norm-activation unit and each
     layer of the head, as in the organisers' complexity table."""

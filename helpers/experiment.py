@@ -2,16 +2,19 @@
 import functools
 import hashlib
 import json
+import logging
 import netrc
 import os
 import secrets
 import string
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
+import wandb
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -183,7 +186,8 @@ def start_run(args, stage: str) -> tuple:
         write_json(info, {"stage": stage, "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                           "command": sys.argv})
     if last.is_file():
-        say(f"Continuing run {run_id} from {last}.")
+        if finished_results(project, run_id) is None:  # the script says what it does with a finished run
+            say(f"Continuing run {run_id} from {last}.")
         return run_id, last
     return run_id, None
 
@@ -198,17 +202,57 @@ def newest_run(project: Path, stage: str) -> str:
 
 
 def make_logger(args, run_id: str):
-    """The run's logger: Weights & Biases (online or offline), or a CSV file when disabled."""
+    """The run's logger: Weights & Biases (online or offline), or a CSV file when disabled. Each start
+    of a script is a wandb run of its own, with the run id as its id; close it with ``close_logger``."""
     mode = resolve_wandb_mode(args.wandb_mode)
     if mode == "disabled":  # one folder per start, so a resumed run keeps the metrics logged before
         return CSVLogger(save_dir=args.project_name, name=run_id, version=time.strftime("%Y%m%d-%H%M%S")), mode
+    # Lightning would log into a wandb run still open in this process (one that stopped with an error)
+    wandb.finish()
     os.environ["WANDB_MODE"] = mode  # also stops wandb from asking for a login offline
+    # offline, wandb's closing summary of every metric only repeats the console; the line below says how to upload
     logger = WandbLogger(project=args.project_name, name=args.experiment_name, id=run_id, mode=mode,
-                         resume="allow", save_dir=".",
+                         resume="allow", save_dir=".", settings=wandb.Settings(quiet=mode == "offline"),
                          config={k: v for k, v in vars(args).items() if not k.startswith("_")})
     if mode == "offline":
         say("wandb logs offline; upload the run later with: wandb sync --sync-all")
     return logger, mode
+
+
+def close_logger(logger) -> None:
+    """End the run's wandb run. Without this, a second run started in the same process (scripts/demo.py
+    runs both stages) would log into this one: its config, its metrics, its id."""
+    if isinstance(logger, WandbLogger):
+        wandb.finish()
+
+
+def finished_results(project_name, run_id):
+    """The results of run ``run_id`` if it has finished (its final test wrote ``results.json``), else None."""
+    results_file = Path(project_name) / run_id / "results.json"
+    return json.loads(results_file.read_text())["results"] if results_file.is_file() else None
+
+
+def set_log_interval(trainer: L.Trainer, train_loader) -> None:
+    """Log the training loss about five times per epoch, and at least every 50 steps (Lightning's default
+    interval, which alone would log nothing in a phase of fewer steps, such as stage 2 on a small device)."""
+    trainer.log_every_n_steps = max(1, min(50, len(train_loader) // 5))
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record):
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_console() -> None:
+    """Keep the console to the progress bars, the project's messages and what a user can act on."""
+    # each run has a checkpoint folder of its own; stage 2 keeps its container there beside the phase file
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # Lightning 2.6 with torch 2.11 warns about its own code on every fit
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningTips) for f in log.filters):  # advertising for Lightning's cloud
+            log.addFilter(_DropLightningTips())
 
 
 class StopMessages(L.Callback):
@@ -230,6 +274,7 @@ def checkpoint_dir(project_name, run_id) -> Path:
 def make_trainer(args, logger, run_id, checkpoint_name="last", **kwargs) -> L.Trainer:
     """A Trainer for this run; it keeps ``<checkpoint_name>.ckpt`` at
     ``<project_name>/<run id>/checkpoints/``, updated after every epoch (none when the name is None)."""
+    quiet_console()
     callbacks = [StopMessages(run_id)]
     if checkpoint_name:
         # keep one file, rewritten after every training epoch (also epochs without validation)

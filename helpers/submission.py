@@ -17,12 +17,13 @@ import inspect
 import io
 import json
 import re
+import sys
 import wave
 from pathlib import Path
 
 import torch
 
-from dataset.dcase25 import CLASSES
+from dataset.dcase25 import CLASSES, split_file
 from helpers.checkpoints import hyper_parameters, load_device_system, resolve_checkpoint
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.files import atomic_path, write_text
@@ -31,12 +32,16 @@ from models.registry import network_record
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE_DIR = REPO / "submission_template"
+REQUIREMENTS = REPO / "requirements.txt"
+# torchaudio's compiled extension loads only with the torch it was built for: the two go together
+MATCHED_PAIR = ("torch", "torchaudio")
 # the organisers' label: <last name>_<institute abbreviation>_task1, e.g. Schmid_CPJKU_task1
 LABEL_PATTERN = re.compile(r"^[A-Z][A-Za-z]*_[A-Za-z][A-Za-z0-9]*_task1$")
 INDICES = (1, 2, 3, 4)
 # top-level names of this project's modules and packages: an import of one of them is a project import
 PROJECT_NAMES = frozenset([p.stem for p in REPO.glob("*.py")] +
                           [p.name for p in REPO.iterdir() if p.is_dir() and any(p.glob("*.py"))])
+DEFAULT_SPLIT_DIR = "split_setup"  # the training scripts' default --split_dir
 
 
 class ExportError(RuntimeError):
@@ -146,13 +151,46 @@ def dummy_wav() -> bytes:
     return buffer.getvalue()
 
 
+def imported_modules(files: dict) -> set:
+    """Top-level names of the modules that the Python files among ``files`` import (not relative imports)."""
+    names = set()
+    for path, text in files.items():
+        if not path.endswith(".py"):
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def package_dependencies(files: dict, label: str) -> list:
+    """The lines of requirements.txt for every third-party module the package's files import: the
+    runtime the package needs, pinned as in the training environment."""
+    requirements = {}
+    for line in REQUIREMENTS.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("-"):
+            requirements[re.split(r"[<>=!~\[;\s]", line, maxsplit=1)[0].lower()] = line
+    own = {label} | {Path(p).stem for p in files if p.endswith(".py")}
+    needed = {m for m in imported_modules(files) if m not in sys.stdlib_module_names and m not in own}
+    if needed & set(MATCHED_PAIR):
+        needed |= set(MATCHED_PAIR)
+    unlisted = sorted(needed - requirements.keys())
+    if unlisted:
+        raise ExportError(f"The package imports {', '.join(unlisted)}, which {REQUIREMENTS.name} does not list: add "
+                          "it there, so that the package can pin the version it was exported with.")
+    return [requirements[m] for m in sorted(needed)]
+
+
 def shared_files(label: str, test_csv, network_module: str) -> dict:
     """Files every index of the package shares (those of the code for ``network_module``, the module of
     the run's network): relative path -> bytes."""
     read = lambda name: (TEMPLATE_DIR / name).read_text()  # noqa: E731
     files = {
-        "pyproject.toml": fill(read("pyproject.toml"), label),
         "README.md": fill(read("README.md"), label),
+        "build_backend.py": read("build_backend.py"),
         "test_complexity.py": read("test_complexity.py"),
         "evaluate_submission.py": read("evaluate_submission.py"),
         f"{label}/__init__.py": fill(read("package_init.py"), label),
@@ -164,8 +202,12 @@ def shared_files(label: str, test_csv, network_module: str) -> dict:
         files[f"{label}/{repo_path}"] = rewrite_imports((REPO / repo_path).read_text(), repo_path)
         for folder in Path(repo_path).parents[:-1]:  # the package's own (empty) __init__.py files
             files.setdefault(f"{label}/{folder.as_posix()}/__init__.py", "")
-    if test_csv is not None:
-        files[f"{label}/resources/test.csv"] = Path(test_csv).read_bytes()
+    # what the installed package runs: these files and the index modules (all made from one template)
+    runtime = {**files, "submission_module.py": read("submission_module.py")}
+    del runtime["build_backend.py"]  # runs only while pip builds, under build-system.requires
+    dependencies = json.dumps(package_dependencies(runtime, label))
+    files["pyproject.toml"] = fill(read("pyproject.toml").replace("__SUBMISSION_DEPENDENCIES__", dependencies), label)
+    files[f"{label}/resources/test.csv"] = Path(test_csv).read_bytes()
     return {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
 
 
@@ -178,13 +220,17 @@ def existing_indices(package_dir: Path, label: str) -> list:
             or (package_dir / label / "ckpts" / f"{label}_{i}.pt").is_file()]
 
 
-def find_test_csv(hparams: dict, split_dir=None):
-    """The run's development-test split: ``--split_dir`` of the export, else the run's own."""
-    candidates = [split_dir] if split_dir else [hparams.get("split_dir")]
-    for folder in candidates:
+def find_test_csv(hparams: dict, split_dir=None) -> Path:
+    """The development-test split the package carries: ``test.csv`` in the export's ``--split_dir``, else in
+    the run's own split folder, else in ``split_setup/``. Where it is missing it is downloaded as the
+    training scripts do (into ``--split_dir``, by default ``split_setup/``); without internet the
+    DataError names the file, its address and the folder to put it in."""
+    if split_dir:
+        return split_file(split_dir, "test.csv")
+    for folder in (hparams.get("split_dir"), DEFAULT_SPLIT_DIR):
         if folder and (Path(folder) / "test.csv").is_file():
             return Path(folder) / "test.csv"
-    return None
+    return split_file(DEFAULT_SPLIT_DIR, "test.csv")
 
 
 def _digest(data: bytes) -> str:
@@ -250,5 +296,5 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
     write_text(index_module_path(package_dir, label, index), module)
 
     print(f"Exported {ckpt_path} as submission {label}_{index} (devices with their own model: "
-          f"{', '.join(devices) or 'none'}; test split: {test_csv or 'not found, evaluate_submission.py will ask'}).")
+          f"{', '.join(devices) or 'none'}; development-test split: {test_csv}).")
     return package_dir

@@ -21,7 +21,7 @@ from importlib import resources
 import pandas as pd
 import torch
 
-from test_complexity import complexity_report, import_submission, print_report, write_json
+from test_complexity import complexity_report, import_submission, parse_flags, print_report, write_json
 
 SPLIT_URL = "https://github.com/CPJKU/dcase2024_task1_baseline/releases/download/files/test.csv"
 DEVICE_GROUPS = {"real": ["a", "b", "c"], "seen": ["s1", "s2", "s3"], "unseen": ["s4", "s5", "s6"]}
@@ -140,7 +140,8 @@ def percent(values: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--submission_name", type=str, required=True, help="e.g. Lastname_INST_task1")
     parser.add_argument("--submission_index", type=int, required=True, help="1 to 4")
     parser.add_argument("--dev_set_dir", type=str, required=True, help="development set: meta.csv and audio/")
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
                         help="evaluation set: audio/ and evaluation_setup/fold1_test.csv")
     parser.add_argument("--test_split_csv", type=str, default=None,
                         help="the development-test split (default: the packaged resources/test.csv)")
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
 
     api = import_submission(args.submission_name, args.submission_index)
     package = api.__package__

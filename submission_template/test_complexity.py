@@ -8,6 +8,7 @@ model), the MACs for the dummy 1-second clip and the parameter memory in bytes a
 """
 import argparse
 import copy
+import difflib
 import importlib
 import json
 import os
@@ -77,6 +78,22 @@ def print_report(report: dict) -> None:
         print(f"{name:>8} | {c['MACs']:>12,} | {c['Params']:>11,} | {'yes' if ok else 'NO ':3} | {', '.join(users)}")
 
 
+def parse_flags(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The flags as written in full (the parser is made with allow_abbrev=False): a mistyped or shortened
+    flag is refused, naming the flag it resembles, instead of being taken for another one."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    known = list(parser._option_string_actions)
+    hints = []
+    for token in argv:
+        flag = token.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            similar = [k for k in known if k.startswith(flag)] or difflib.get_close_matches(flag, known, n=3)
+            hints.append(f"{flag}" + (f" (did you mean {' or '.join(similar)}?)" if similar else ""))
+    if hints:
+        parser.error("unrecognized arguments: " + ", ".join(hints))
+    return parser.parse_args(argv)
+
+
 def write_json(path: str, data) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -87,10 +104,11 @@ def write_json(path: str, data) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--submission_name", type=str, required=True, help="e.g. Lastname_INST_task1")
     parser.add_argument("--submission_index", type=int, required=True, help="1 to 4")
-    args = parser.parse_args(argv)
+    args = parse_flags(parser, argv)
     api = import_submission(args.submission_name, args.submission_index)
     report = complexity_report(api)
     print_report(report)

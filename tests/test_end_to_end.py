@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from dataset.dcase25 import CLASSES, DEVICES
 from dataset.demo import write_demo_dataset, write_demo_impulse_responses
+from wandb_offline import offline_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n_epochs", "2", "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "2",
@@ -23,12 +25,31 @@ AUGMENTED = ["--dir_dir", "irs", "--dir_p", "1", "--dir_devices", "a", "b", "--m
 
 
 def run_script(script, args, cwd):
+    """Run ``script`` as a user does; returns what it printed (stdout, then stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env.update(HOME=str(cwd), WANDB_SILENT="true", PYTHONUNBUFFERED="1")  # no credentials: offline by default
     result = subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{script} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout
+    return result.stdout + result.stderr
+
+
+def printed_command(out, script):
+    """The command line for ``script`` that a run printed as the next step, ready to run here."""
+    line = next(line.strip() for line in out.splitlines() if line.strip().startswith(f"python {script} "))
+    return shlex.split(line)[2:]
+
+
+def check_console(out):
+    """What a user reads: progress bars and the project's messages; no warnings raised by the project's own
+    code, no Lightning advertising, no warning about the run's own checkpoint folder."""
+    assert "Epoch 0" in out or "Predictions for" in out  # progress bars (training) or the evaluation's message
+    own_warnings = [line for line in out.splitlines()
+                    if str(REPO) in line and re.search(r"\.py:\d+: ", line) and "site-packages" not in line]
+    assert not own_warnings, own_warnings
+    for noise in ("💡 Tip", "litlogger", "litmodels", "Checkpoint directory", "is not writable",
+                  "smaller than the logging interval"):
+        assert noise not in out, noise
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +116,7 @@ def test_stage1_writes_checkpoint_results_and_next_command(workdir, stage1):
     for name in ("confusion_general_model", "accuracy_map_general_model"):
         assert (run_dir / f"{name}.png").is_file() and f"]({name}.png)" in (run_dir / "results.md").read_text()
         assert list((workdir / "wandb").glob(f"offline-run-*-{run_id}/files/media/images/test/{name}_*.png"))
+    check_console(out)
 
 
 def test_stage2_results_and_unseen_devices(workdir, stage2):
@@ -122,6 +144,7 @@ def test_stage2_results_and_unseen_devices(workdir, stage2):
     config = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
                         weights_only=True)["hyper_parameters"]
     assert (config["dir_p"], config["dir_devices"], config["mixup_alpha"]) == (1.0, ["a", "b"], 0.3)
+    check_console(out)
 
 
 def test_compare_stage1_and_stage2_runs(workdir, stage1, stage2):
@@ -135,10 +158,47 @@ def test_compare_stage1_and_stage2_runs(workdir, stage1, stage2):
     assert (workdir / "comparison.md").is_file() and (workdir / "comparison.png").stat().st_size > 10_000
 
 
-def test_evaluation_predictions(workdir, stage2):
+def test_stage2_logs_the_training_loss_of_every_device(workdir, stage2):
+    """Each device has only a few batches per epoch here, far fewer than Lightning's default logging
+    interval of 50 steps: the interval follows the epoch length, so every device has its curve."""
     run_id, _ = stage2
-    out = run_script("train_device_specific.py", ["--demo", "--ckpt_id", run_id, "--evaluate", "--eval_dir",
-                                                  str(workdir / "demo_data" / "eval"), "--num_workers", "0"], workdir)
+    [folder] = offline_runs(workdir, run_id)
+    metrics = read_run(folder)["metrics"]
+    assert {f"{device}/train/loss" for device in ("a", "b", "c", "s1", "s2", "s3")} <= metrics
+    assert "train/loss" not in metrics  # stage 1's curve is not in stage 2's run
+
+
+def test_stage2_prints_the_next_commands_and_they_work(workdir, stage2):
+    run_id, out = stage2
+    export = printed_command(out, "export_submission.py")
+    assert export[:2] == ["--ckpt_id", run_id]
+    export[export.index("--submission_name") + 1] = "Demo_DEMO_task1"
+    run_script("export_submission.py", export, workdir)
+    package = workdir / "submissions" / "Demo_DEMO_task1"
+    assert (package / "Demo_DEMO_task1" / "Demo_DEMO_task1_1.py").is_file()
+    assert (package / "Demo_DEMO_task1" / "resources" / "test.csv").read_bytes() == \
+        (workdir / "demo_data" / "split_setup" / "test.csv").read_bytes()
+
+
+def test_resuming_a_finished_run_changes_nothing(workdir, stage2):
+    run_id, _ = stage2
+    run_dir = workdir / "DCASE25_Task1" / run_id
+    before = {name: (run_dir / name).read_bytes() for name in ("results.json", "results.md", "checkpoints/last.ckpt")}
+    wandb_runs = offline_runs(workdir, run_id)
+    out = run_script("train_device_specific.py", ["--demo", "--resume", run_id, *TINY[2:]], workdir)
+    assert f"Run {run_id} has finished already" in out and "nothing was changed" in out
+    assert "Testing" not in out and "Continuing run" not in out
+    assert printed_command(out, "train_device_specific.py")[:3] == ["--ckpt_id", run_id, "--evaluate"]
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+    assert offline_runs(workdir, run_id) == wandb_runs  # no new wandb run
+
+
+def test_evaluation_predictions(workdir, stage2):
+    run_id, stage2_out = stage2
+    command = printed_command(stage2_out, "train_device_specific.py")  # the command stage 2 printed
+    assert command == ["--ckpt_id", run_id, "--evaluate", "--eval_dir", "demo_data/eval", "--demo"]
+    out = run_script("train_device_specific.py", [*command, "--num_workers", "0"], workdir)
+    check_console(out)
     folder = workdir / "predictions" / run_id
     table = pd.read_csv(folder / "output.csv", sep="\t")
     listed = pd.read_csv(workdir / "demo_data" / "eval" / "evaluation_setup" / "fold1_test.csv", sep="\t")

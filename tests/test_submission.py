@@ -3,10 +3,12 @@ virtual environment, and use it as the organisers do, from a process that cannot
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +16,11 @@ import pytest
 import torch
 from matplotlib.image import imread
 
+import export_submission as export_command
+from dataset import dcase25
 from dataset.audio import load_audio
 from dataset.dcase25 import CLASSES
+from dataset.errors import DataError
 from dataset.demo import write_demo_dataset
 from helpers.cli import build_parser, parse_args
 from helpers.submission import ExportError, export_submission, rewrite_imports
@@ -94,19 +99,21 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope="module")
 def venv(exported):
     """A fresh virtual environment that sees this interpreter's site-packages (torch, ...) but not the
-    repository, with the package installed into it by pip, offline."""
-    root = exported["root"]
+    repository, with the package installed into it by pip from the package folder, as the README says.
+    Offline, so pip builds with this environment's setuptools and the package's pinned dependencies must
+    be met by the training environment's packages."""
+    root, package = exported["root"], exported["package"]
     run([sys.executable, "-m", "venv", "--without-pip", root / "venv"], cwd=root)
     python = root / "venv" / "bin" / "python"
     purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=root).stdout.strip()
     Path(purelib, "outer_site_packages.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    build = root / "build_copy"  # pip builds in the source folder; keep the exported one untouched
-    shutil.copytree(exported["package"], build)
-    run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", build], cwd=root)
+    before = tree_digests(package)
+    run([python, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-index", package], cwd=root)
     workdir = root / "outside"
     workdir.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    return {"python": python, "cwd": workdir, "env": env}
+    return {"python": python, "cwd": workdir, "env": env, "package_before": before,
+            "package_after": tree_digests(package)}
 
 
 def test_package_layout_and_second_index_leaves_first_untouched(exported):
@@ -292,3 +299,81 @@ def test_complexity_check_and_evaluation_scripts(exported, venv):
         "Figures skipped: matplotlib is not installed (pip install matplotlib to get them)."]
     assert (cwd / "predictions" / f"{LABEL}_1" / "output.csv").is_file()
     assert not list((cwd / "predictions" / f"{LABEL}_1").glob("*.png"))
+
+
+def test_installing_leaves_the_package_folder_as_exported(exported, venv):
+    assert venv["package_after"] == venv["package_before"]
+    assert not [p.name for p in exported["package"].iterdir() if p.name == "build" or p.name.endswith(".egg-info")]
+
+
+def test_package_pins_the_runtime_it_imports(exported, venv):
+    """torch and torchaudio as the matched pair of requirements.txt, and the other modules the package and
+    its checks import (the install above resolved these pins against the training environment)."""
+    lines = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
+    expected = {line for line in lines if re.match(r"(torch|torchaudio|av|numpy|pandas|torchinfo)\b", line)}
+    assert {"torch==2.11.0", "torchaudio==2.11.0"} <= expected and len(expected) == 6
+    pyproject = tomllib.loads((exported["package"] / "pyproject.toml").read_text())
+    assert set(pyproject["project"]["dependencies"]) == expected
+    requires = run([venv["python"], "-c", f"import importlib.metadata as m; print(m.requires('{LABEL}'))"],
+                   cwd=venv["cwd"], env=venv["env"]).stdout
+    assert all(line in requires for line in expected)
+
+
+def test_readme_package_checks_work_from_the_package_folder(exported, venv):
+    """The README's check commands, run where it says: in the package folder, with its demo paths (the
+    fixture has the demo's layout: <root>/demo_data and <root>/submissions/<label>/)."""
+    readme = (REPO / "README.md").read_text()
+    assert "cd submissions/Lastname_INST_task1" in readme
+    folder, flags = re.search(r"from its folder `submissions/(\w+)/`:\s+`(--dev_set_dir [^`]+)`", readme).groups()
+    assert folder == "Demo_DEMO_task1"
+    package = exported["package"]
+    before = tree_digests(package)
+    try:
+        result = run([venv["python"], "evaluate_submission.py", "--submission_name", LABEL, "--submission_index", "1",
+                      *flags.split()], cwd=package, env=venv["env"])
+        assert "macro-average accuracy" in result.stdout and "test.csv" not in result.stdout
+    finally:  # what the checks write into the package folder goes, so that other tests see it as exported
+        shutil.rmtree(package / "predictions", ignore_errors=True)
+        shutil.rmtree(package / "__pycache__", ignore_errors=True)
+    assert tree_digests(package) == before
+
+
+@pytest.fixture
+def bare_checkpoint(exported, tmp_path):
+    """A stage-2 checkpoint file alone in a folder, whose recorded split folder does not exist here."""
+    source = exported["root"] / "DCASE25_Task1" / "run1" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(source, weights_only=False)
+    checkpoint["hyper_parameters"]["split_dir"] = str(tmp_path / "gone" / "split_setup")
+    path = tmp_path / "models" / "system.ckpt"
+    path.parent.mkdir()
+    torch.save(checkpoint, path)
+    return path
+
+
+def test_package_from_a_bare_checkpoint_downloads_the_test_split(exported, bare_checkpoint, tmp_path, monkeypatch):
+    """As the training scripts do: into split_setup/ (or --split_dir), from the organisers' release (here
+    a local folder standing in for it)."""
+    release = tmp_path / "release"
+    release.mkdir()
+    shutil.copy(exported["root"] / "demo_data" / "split_setup" / "test.csv", release / "test.csv")
+    monkeypatch.setattr(dcase25, "SPLIT_URL", release.as_uri() + "/")
+    monkeypatch.chdir(tmp_path)
+    package = export_submission(bare_checkpoint, LABEL, 1, tmp_path / "out")
+    assert (package / LABEL / "resources" / "test.csv").read_bytes() == (release / "test.csv").read_bytes()
+    assert (tmp_path / "split_setup" / "test.csv").is_file()  # kept for the next export, as in training
+    (tmp_path / "given").mkdir()
+    (tmp_path / "given" / "test.csv").write_text("filename\tscene_label\naudio/x-a.wav\tpark\n")
+    package = export_submission(bare_checkpoint, LABEL, 1, tmp_path / "out2", split_dir=tmp_path / "given")
+    assert (package / LABEL / "resources" / "test.csv").read_text().startswith("filename\tscene_label\naudio/x-a")
+
+
+def test_export_without_the_test_split_offline_is_refused(bare_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(dcase25, "SPLIT_URL", (tmp_path / "no_release").as_uri() + "/")  # unreachable
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"test\.csv .*--split_dir"):
+        export_submission(bare_checkpoint, LABEL, 1, tmp_path / "out")
+    with pytest.raises(SystemExit) as stop:
+        export_command.main(["--ckpt_id", str(bare_checkpoint), "--submission_name", LABEL, "--submission_index", "1",
+                             "--out_dir", str(tmp_path / "out"), "--split_dir", str(tmp_path / "splits")])
+    assert "test.csv" in str(stop.value) and "--split_dir" in str(stop.value)
+    assert not (tmp_path / "out").exists()  # nothing written
