@@ -2,7 +2,7 @@
 
     python train_device_specific.py --ckpt_id <stage-1 run id> --dataset_dir DIR
     python train_device_specific.py --ckpt_id <stage-2 run id> --evaluate --eval_dir EVAL_DIR
-    python train_device_specific.py --demo --ckpt_id <stage-1 run id of train_base.py --demo>
+    python train_device_specific.py --demo --ckpt_id <id of a train_base.py --demo run>
     python train_device_specific.py --resume     # continue the newest stopped run of this script
 
 Each device's copy is trained only on that device's part of the 25 % split; at test time every

@@ -225,12 +225,13 @@ def find_test_csv(hparams: dict, split_dir=None) -> Path:
     the run's own split folder, else in ``split_setup/``. Where it is missing it is downloaded as the
     training scripts do (into ``--split_dir``, by default ``split_setup/``); without internet the
     DataError names the file, its address and the folder to put it in."""
+    dataset_dir = hparams.get("dataset_dir")  # never downloaded into the run's data folder
     if split_dir:
-        return split_file(split_dir, "test.csv")
+        return split_file(split_dir, "test.csv", dataset_dir)
     for folder in (hparams.get("split_dir"), DEFAULT_SPLIT_DIR):
         if folder and (Path(folder) / "test.csv").is_file():
             return Path(folder) / "test.csv"
-    return split_file(DEFAULT_SPLIT_DIR, "test.csv")
+    return split_file(DEFAULT_SPLIT_DIR, "test.csv", dataset_dir)
 
 
 def _digest(data: bytes) -> str:
