@@ -76,6 +76,18 @@ def roll_clips(waveform: torch.Tensor, max_shift: int) -> torch.Tensor:
     return waveform.gather(-1, source)
 
 
+def fast_fft_length(n: int) -> int:
+    """The smallest length >= ``n`` whose only prime factors are 2, 3 and 5 (fast for FFTs)."""
+    while True:
+        m = n
+        for factor in (2, 3, 5):
+            while m % factor == 0:
+                m //= factor
+        if m == 1:
+            return n
+        n += 1
+
+
 def convolve_devices(waveform: torch.Tensor, devices, responses: torch.Tensor, p: float, dir_devices) -> torch.Tensor:
     """DIR: each clip of ``dir_devices`` is, with probability ``p``, convolved with one of ``responses``
     ``[n, length]`` drawn at random; "full" convolution cut to the clip's length. On the whole batch."""
@@ -89,6 +101,10 @@ def convolve_devices(waveform: torch.Tensor, devices, responses: torch.Tensor, p
         return waveform
     clips = waveform[chosen].float()  # [k, ..., samples]
     kernels = responses[which[chosen]].float().view(clips.shape[0], *[1] * (clips.dim() - 2), -1)
+    # zeros after a response change nothing in the first samples; they make the FFT length one
+    # with small prime factors (32000 + 16000 - 1 = 47999 = 7 * 6857 is four times slower than 48000)
+    full = clips.shape[-1] + kernels.shape[-1] - 1
+    kernels = F.pad(kernels, (0, fast_fft_length(full) - full))
     convolved = torchaudio.functional.fftconvolve(clips, kernels, mode="full")[..., :waveform.shape[-1]]
     out = waveform.clone()
     out[chosen] = convolved.to(waveform.dtype)
