@@ -78,7 +78,13 @@ def differing_flags(runs: list) -> list:
     """Flags whose value is not the same in all runs that have them (run-specific ones left out); a flag
     of one stage only (``--train_devices``, ``stage1.*``) shows when the runs of that stage differ in it."""
     names = sorted({k for run in runs for k in run["flags"]} - RUN_SPECIFIC - {"stage1.seed"})
-    return [k for k in names if len({repr(run["flags"][k]) for run in runs if k in run["flags"]}) > 1]
+
+    def differs(flag):
+        stages = {tuple(run["systems"]) for run in runs if flag in run["flags"]}
+        # a run of such a stage that lacks the flag (an older run) counts as a different value
+        return len({repr(run["flags"].get(flag)) for run in runs if tuple(run["systems"]) in stages}) > 1
+
+    return [k for k in names if differs(k)]
 
 
 def summary(values: list):
