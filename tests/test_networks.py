@@ -191,7 +191,7 @@ def test_a_network_added_as_the_readme_says_trains_exports_and_predicts(demo_dir
     repo = tmp_path / "repo"  # a copy of the project, so that the new file goes where the README says
     repo.mkdir()
     for entry in REPO.iterdir():
-        if entry.suffix == ".py":
+        if entry.suffix == ".py" or entry.name == "requirements.txt":  # the package pins its runtime from it
             shutil.copy(entry, repo / entry.name)
         elif entry.name in ("models", "dataset", "helpers", "submission_template"):
             shutil.copytree(entry, repo / entry.name, ignore=shutil.ignore_patterns("__pycache__"))
