@@ -24,20 +24,20 @@ def main(argv=None):
     if args.seed is not None:
         L.seed_everything(args.seed, workers=True)
 
+    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args))
+    complexity = model_complexity(module.model, module.frontend.input_shape())
+    say(f"Model {args.model}: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
+        f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
+    if over_limits_warning(complexity):
+        say(over_limits_warning(complexity))
+
     # the data is checked before anything is written: a broken set never starts a run
     dataset_dir = prepare_dataset_dir(args)
     train = training_rows(dataset_dir, args.split_dir, args.subset)
     test = test_rows(dataset_dir, args.split_dir)
     check_audio(args, dataset_dir, train, test)
     check_augmentation(args)
-    teacher = read_teacher_logits(args, train)
-
-    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args), teacher=teacher)
-    complexity = model_complexity(module.model, module.frontend.input_shape())
-    say(f"Model {args.model}: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
-        f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
-    if over_limits_warning(complexity):
-        say(over_limits_warning(complexity))
+    module.teacher = read_teacher_logits(args, train)
 
     run_id, resume_from = start_run(args, "base")
     results = finished_results(args.project_name, run_id)
