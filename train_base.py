@@ -8,16 +8,27 @@ import shlex
 import lightning as L
 
 from dataset.dcase25 import test_rows, training_rows
+from helpers.checkpoints import NETWORK_FLAGS, load_general_model, resolve_checkpoint
 from helpers.cli import build_parser, parse_args
-from helpers.complexity import model_complexity
+from helpers.complexity import complexity_sentence, model_complexity
 from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
                                 make_trainer, open_cache, prepare_dataset_dir, run_cli, say, start_run)
 from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
+from models.cp_mobile import NetworkConfig
+
+
+def build_parser_stage1():
+    parser = build_parser("base", __doc__)
+    parser.add_argument_group("stage 1").add_argument(
+        "--init_ckpt", type=str, default=None, metavar="RUN_ID",
+        help="start from the general model of this stage-1 run (or .ckpt), e.g. a float run to fine-tune with "
+             "--quantize int8; training itself starts at epoch 0")
+    return parser
 
 
 def main(argv=None):
-    args = parse_args(build_parser("base", __doc__), argv)
+    args = parse_args(build_parser_stage1(), argv)
     if args.seed is not None:
         L.seed_everything(args.seed, workers=True)
 
@@ -35,10 +46,14 @@ def main(argv=None):
     test_loader = make_loader(dataset_dir, test, args, train=False, trainer=trainer,
                               cache=open_cache(args, dataset_dir, test))
 
-    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args))
+    model = None
+    if args.init_ckpt and resume_from is None:
+        init_path = resolve_checkpoint(args.init_ckpt, args.project_name)
+        model, _ = load_general_model(init_path, NetworkConfig.from_args(args), args, args.quantize)
+        say(f"Starting from the general model of {init_path}.")
+    module = SceneClassifier(vars(args), model=model, input_sample_rate=input_sample_rate(args))
     complexity = model_complexity(module.model, module.frontend.input_shape())
-    say(f"Model: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
-        f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
+    say(f"Model: {complexity_sentence(complexity)}.")
     logger.log_hyperparams({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
 
     # the test split doubles as the validation set, as in the organisers' recipe
@@ -55,10 +70,11 @@ def main(argv=None):
 
 
 def stage2_command(args, run_id) -> str:
-    """The command that starts stage 2 from this run, with the data and project flags it must share."""
+    """The command that starts stage 2 from this run, with the data, project and network flags it must share."""
     defaults = build_parser("device", "")
     command = ["python", "train_device_specific.py", "--ckpt_id", run_id]
     shared = ["project_name", "wandb_mode"] + (["demo_dir"] if args.demo else ["dataset_dir", "split_dir"])
+    shared += list(NETWORK_FLAGS)
     if args.demo:
         command.append("--demo")
     for flag in shared:

@@ -13,8 +13,8 @@ import lightning as L
 import torch
 
 from dataset.dcase25 import TRAIN_DEVICES, of_devices, test_rows, training_rows
-from helpers.checkpoints import (CheckpointError, load_checkpoint, load_device_system, load_weights,
-                                 merge_device_runs, resolve_checkpoint, save_checkpoint, split_state_dict)
+from helpers.checkpoints import (CheckpointError, load_device_system, load_general_model, merge_device_runs,
+                                 resolve_checkpoint, save_checkpoint)
 from helpers.cli import build_parser, parse_args
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, make_loader, make_logger,
@@ -23,8 +23,8 @@ from helpers.experiment import (check_audio, checkpoint_dir, input_sample_rate, 
 from helpers.files import write_json
 from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
 from helpers.reporting import write_results
-from models.asc_module import SceneClassifier, round_parameters_to_fp16
-from models.cp_mobile import Network, NetworkConfig
+from models.asc_module import SceneClassifier, store_as_submitted
+from models.cp_mobile import NetworkConfig
 from models.multi_device import MultiDeviceModel
 
 
@@ -109,7 +109,7 @@ def load_system(args, resume_from):
     if args.merge:
         if resume_from is not None:
             raise CheckpointError("--merge makes a new run: leave out --resume, or give a new --run_id.")
-        return merge_device_runs(args.merge, args.project_name, NetworkConfig.from_args(args))
+        return merge_device_runs(args.merge, args.project_name, NetworkConfig.from_args(args), args.quantize)
     if resume_from is not None:
         system, checkpoint, _ = load_device_system(resume_from, args.project_name, NetworkConfig.from_args(args),
                                                    args, allow_unfinished=True)
@@ -117,13 +117,12 @@ def load_system(args, resume_from):
     if not args.ckpt_id:
         raise CheckpointError("--ckpt_id is required: the stage-1 run id (or .ckpt path) to fine-tune.")
     ckpt_path = resolve_checkpoint(args.ckpt_id, args.project_name)
-    checkpoint = load_checkpoint(ckpt_path)
-    kind, state = split_state_dict(checkpoint)
-    if kind != "general":
-        raise CheckpointError(f"{ckpt_path} is a stage-2 checkpoint; fine-tuning starts from a stage-1 run.")
-    general = Network(NetworkConfig.from_args(args))
-    load_weights(general, state, checkpoint, ckpt_path, args)
+    general, trained_8bit = load_general_model(ckpt_path, NetworkConfig.from_args(args), args, args.quantize)
     say(f"Loaded the general model from {ckpt_path}.")
+    if args.quantize and not trained_8bit:
+        say("Note: this general model was trained in float; it is quantised to int8 as it is (devices without "
+            "a model of their own use it). For a quantisation-aware general model, train stage 1 with "
+            f"--quantize {args.quantize} (it can start from this run: --init_ckpt).")
     return MultiDeviceModel(general, args.train_devices), str(ckpt_path), []
 
 
@@ -158,7 +157,7 @@ def evaluate(args):
     rows = evaluation_rows(args.eval_dir)
     check_audio(args, args.eval_dir, rows)
     by_device = rows.sort_values("device_id", kind="stable")
-    round_parameters_to_fp16(system)
+    store_as_submitted(system)  # int8 for an 8-bit system, else 16-bit: the stored parameters
     sorted_logits = predict_logits(module, make_loader(args.eval_dir, by_device, args, False, device_column="device_id"))
     logits = torch.empty_like(sorted_logits)
     logits[torch.as_tensor(by_device.index.to_numpy())] = sorted_logits

@@ -7,7 +7,7 @@ import torch
 
 from helpers.files import atomic_path
 
-NETWORK_FLAGS = ("n_classes", "in_channels", "base_channels", "channels_multiplier", "expansion_rate")
+NETWORK_FLAGS = ("n_classes", "in_channels", "base_channels", "channels_multiplier", "expansion_rate", "quantize")
 # prefixes of the general model and of the device container in Lightning checkpoints
 GENERAL_PREFIXES = ("model.",)
 CONTAINER_PREFIXES = ("model.", "multi_device_model.")
@@ -95,6 +95,25 @@ def load_weights(model: torch.nn.Module, state_dict: dict, checkpoint: dict, pat
         raise CheckpointError(f"{path} does not fit the network. {hint}") from err
 
 
+def load_general_model(ckpt_path, network_config, args=None, quantize=None):
+    """``(model, trained_8bit)``: the general model of a stage-1 checkpoint, ready for training with
+    ``quantize``: an 8-bit (quantisation-aware) model as it was, a float model prepared for
+    quantisation-aware training from its float weights when ``quantize`` is given."""
+    from models.cp_mobile import Network
+    from models.quantization import is_qat_state, with_quantization
+
+    checkpoint = load_checkpoint(ckpt_path)
+    kind, state = split_state_dict(checkpoint)
+    if kind != "general":
+        raise CheckpointError(f"{ckpt_path} is a stage-2 checkpoint; start from a stage-1 run.")
+    trained_8bit = is_qat_state(state)
+    if trained_8bit and not quantize:
+        raise CheckpointError(f"{ckpt_path} holds an 8-bit (quantisation-aware) model: pass --quantize int8.")
+    general = with_quantization(Network(network_config), "int8" if trained_8bit else None)
+    load_weights(general, state, checkpoint, ckpt_path, args)
+    return with_quantization(general, quantize), trained_8bit
+
+
 def save_checkpoint(checkpoint: dict, path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
@@ -107,13 +126,15 @@ def devices_in(state: dict) -> list:
 
 
 def load_device_system(ckpt_id, project_name, network_config, args=None, allow_general=False,
-                       allow_unfinished=False) -> tuple:
+                       allow_unfinished=False, quantize=None) -> tuple:
     """``(system, checkpoint, path)``: the device container of a stage-2 run (or ``.ckpt``).
 
     A stage-1 checkpoint becomes a container without device models when ``allow_general``; a
-    stage-2 run stopped before its last device is refused unless ``allow_unfinished``."""
+    stage-2 run stopped before its last device is refused unless ``allow_unfinished``. With
+    ``quantize`` (default: ``args.quantize``) the container is an 8-bit (quantisation-aware) one."""
     from models.cp_mobile import Network
     from models.multi_device import MultiDeviceModel
+    from models.quantization import with_quantization
 
     path = resolve_checkpoint(str(ckpt_id), project_name)
     checkpoint = load_checkpoint(path)
@@ -126,16 +147,18 @@ def load_device_system(ckpt_id, project_name, network_config, args=None, allow_g
         run = path.parents[1].name
         raise CheckpointError(f"{path}: run {run} stopped before every device was fine-tuned; "
                               f"finish it first with --resume {run}.")
-    system = MultiDeviceModel(Network(network_config), devices_in(state))
+    quantize = quantize or getattr(args, "quantize", None)
+    system = MultiDeviceModel(with_quantization(Network(network_config), quantize), devices_in(state))
     load_weights(system, state, checkpoint, path, args)
     return system, checkpoint, path
 
 
-def merge_device_runs(run_ids, project_name, network_config):
+def merge_device_runs(run_ids, project_name, network_config, quantize=None):
     """One device container from stage-2 runs that fine-tuned different devices of the same
     general model (independent jobs run in parallel): ``(system, general_checkpoint, devices)``."""
     from models.cp_mobile import Network
     from models.multi_device import MultiDeviceModel
+    from models.quantization import with_quantization
 
     base_state, general, device_states = None, None, {}
     for run_id in run_ids:
@@ -155,7 +178,7 @@ def merge_device_runs(run_ids, project_name, network_config):
                 raise CheckpointError(f"--merge: device {device} was fine-tuned in more than one of the runs; "
                                       "give each device's run once.")
             device_states[device] = _strip(state, f"device_models.{device}.")
-    system = MultiDeviceModel(Network(network_config), list(device_states))
+    system = MultiDeviceModel(with_quantization(Network(network_config), quantize), list(device_states))
     system.base_model.load_state_dict(base_state, strict=True)
     for device, state in device_states.items():
         system.device_models[device].load_state_dict(state, strict=True)

@@ -2,11 +2,20 @@
 import argparse
 import os
 
+from models.quantization import QUANTIZE_CHOICES
+
 # Stage-specific defaults, as in the organisers' two scripts.
 STAGE_DEFAULTS = {
     "base": dict(experiment_name="Baseline_general", n_epochs=150, lr=0.005, warmup_steps=2000, mixstyle_p=0.4),
     "device": dict(experiment_name="Baseline_multi_device", n_epochs=50, lr=5e-4, warmup_steps=200,
                    mixstyle_p=0.0),
+}
+
+# --student NAME: named network presets; flags given on the command line still win.
+STUDENTS = {
+    # 8-bit CP-Mobile with 80,758 parameters (83,558 bytes at 8 bits, 29,791,216 MACs): too big for
+    # 16 bits; stage 1 narrower (24 channels) to free MACs for wider stages 2 and 3 (72, 216)
+    "big8": dict(base_channels=24, channels_multiplier=3.0, expansion_rate=1.9, quantize="int8"),
 }
 
 # --demo scales the recipe down to the demo set (about 1,400 training clips) so it ends in minutes.
@@ -65,6 +74,17 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     model.add_argument("--base_channels", type=int, default=32)
     model.add_argument("--channels_multiplier", type=float, default=1.8)
     model.add_argument("--expansion_rate", type=float, default=2.1)
+    model.add_argument("--student", choices=sorted(STUDENTS), default=None,
+                       help="a named network preset: big8 = --base_channels 24 --channels_multiplier 3.0 "
+                            "--expansion_rate 1.9 --quantize int8")
+
+    quantization = parser.add_argument_group("quantisation (models/quantization.py)")
+    quantization.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
+                              help="quantisation-aware training of int8 convolution weights (per output channel); "
+                                   "the final test, --evaluate and the export use the int8 model")
+    quantization.add_argument("--qat_freeze_epochs", type=int, default=None,
+                              help="with --quantize: freeze the quantisation scales and batch-norm statistics for "
+                                   "the last N epochs (default: a tenth of --n_epochs, at least 1)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--n_epochs", type=int)
@@ -95,6 +115,9 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse flags; with ``--demo``, the demo defaults replace the ones not given explicitly."""
     args = parser.parse_args(argv)
+    if args.student:
+        parser.set_defaults(**STUDENTS[args.student])
+        args = parser.parse_args(argv)
     if args.demo:
         parser.set_defaults(**DEMO_DEFAULTS[args._stage])
         args = parser.parse_args(argv)
@@ -102,4 +125,6 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         if args.split_dir == parser.get_default("split_dir"):
             args.split_dir = os.path.join(args.dataset_dir, "split_setup")
     args.devices = int(args.devices) if args.devices.isdigit() else args.devices
+    if args.qat_freeze_epochs is not None and not 0 <= args.qat_freeze_epochs <= args.n_epochs:
+        parser.error(f"--qat_freeze_epochs {args.qat_freeze_epochs}: give 0 to --n_epochs ({args.n_epochs}).")
     return args

@@ -3,7 +3,8 @@
 The package folder ``<out_dir>/<label>/`` holds ``pyproject.toml``, ``test_complexity.py``,
 ``evaluate_submission.py`` and the package ``<label>/``: one module ``<label>_<index>.py`` per
 submission index (from ``submission_template/submission_module.py``), its checkpoint with 16-bit
-parameters and its settings in ``ckpts/``, and the code they share: the network, device container
+parameters (int8 convolution weights and 16-bit scales and biases for an 8-bit system) and its
+settings in ``ckpts/``, and the code they share: the network, device container
 and front end, copied from this project's own modules with their imports made relative, and
 ``resources/`` (the development-test split, a dummy clip). A new index leaves the others alone.
 """
@@ -24,6 +25,7 @@ from dataset.dcase25 import CLASSES
 from helpers.checkpoints import load_checkpoint, load_device_system, resolve_checkpoint
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.files import atomic_path, write_text
+from models.asc_module import store_as_submitted
 from models.cp_mobile import NetworkConfig
 from models.frontend import LogMelFrontEnd
 
@@ -37,6 +39,7 @@ COPIED_MODULES = {
     "models/cp_mobile.py": "models/cp_mobile.py",
     "models/multi_device.py": "models/multi_device.py",
     "models/frontend.py": "models/frontend.py",
+    "models/quantization.py": "models/quantization.py",
     "dataset/audio.py": "audio.py",
 }
 PROJECT_PACKAGES = ("models", "dataset", "helpers", "train_base", "train_device_specific", "scripts")
@@ -68,12 +71,14 @@ def check_index(index) -> int:
 # --- what goes into the package ---
 
 def package_config(hparams: dict, devices) -> dict:
-    """Network and front-end settings of the run (its flags), the class order and the device models."""
+    """Network and front-end settings of the run (its flags, ``quantize`` among them), the class order and
+    the device models."""
     network_fields = [f.name for f in dataclasses.fields(NetworkConfig)]
     network = NetworkConfig(**{k: hparams[k] for k in network_fields if k in hparams}).to_dict()
     defaults = inspect.signature(LogMelFrontEnd.__init__).parameters
     frontend = {k: hparams.get(k, defaults[k].default) for k in FRONTEND_KEYS}
-    return {"classes": list(CLASSES), "devices": list(devices), "network": network, "frontend": frontend}
+    return {"classes": list(CLASSES), "devices": list(devices), "network": network, "frontend": frontend,
+            "quantize": hparams.get("quantize")}
 
 
 def rewrite_imports(source: str, repo_path: str) -> str:
@@ -185,12 +190,15 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
     # the network is built from the settings the package will use; a stage-1 run exports with every
     # device on the general model
     network = NetworkConfig(**package_config(hparams, [])["network"])
-    system, _, _ = load_device_system(ckpt_path, project_name, network, allow_general=True)
+    system, _, _ = load_device_system(ckpt_path, project_name, network, allow_general=True,
+                                      quantize=hparams.get("quantize"))
     devices = list(system.device_models)
     config = package_config(hparams, devices)
     if not devices:
         print(f"Note: {ckpt_path} is a stage-1 checkpoint; every device will use its general model.")
-    system.half()  # the 16-bit parameters the package stores and the limits count
+    # what the package stores and the limits count: 16-bit parameters, or for an 8-bit system the int8
+    # model (int8 convolution weights, 16-bit scales and biases)
+    store_as_submitted(system).half()
     frontend = LogMelFrontEnd(**config["frontend"])
     complexity = device_models_complexity(system, frontend.input_shape())
     print(complexity_markdown(complexity))

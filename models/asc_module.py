@@ -7,6 +7,7 @@ from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
 from models.cp_mobile import Network, NetworkConfig
 from models.frontend import LogMelFrontEnd, mixstyle
+from models.quantization import compute_dtype, frozen_epochs, is_qat, prepare_qat, quantize_to_int8, set_qat_frozen
 
 
 class NonFiniteLossError(RuntimeError):
@@ -29,7 +30,11 @@ class SceneClassifier(L.LightningModule):
         if input_sample_rate is not None:  # audio that arrives already resampled (the audio cache)
             self.frontend.resample = LogMelFrontEnd(orig_sample_rate=input_sample_rate,
                                                     sample_rate=self.hparams.sample_rate).resample
-        self.model = model if model is not None else Network(NetworkConfig.from_args(self.hparams))
+        if model is None:
+            model = Network(NetworkConfig.from_args(self.hparams))
+            if self.hparams.get("quantize"):
+                prepare_qat(model)
+        self.model = model
         self.log_prefix = log_prefix
         self.val_metrics = SceneDeviceAccuracy()
         self.test_metrics = SceneDeviceAccuracy()
@@ -44,6 +49,12 @@ class SceneClassifier(L.LightningModule):
         return self.model(features)
 
     # --- training ---
+    def on_train_batch_start(self, batch, batch_idx):
+        if is_qat(self.model):  # observers and batch-norm statistics frozen for the last epochs
+            n_epochs = self.trainer.max_epochs
+            frozen = frozen_epochs(n_epochs, self.hparams.get("qat_freeze_epochs"))
+            set_qat_frozen(self.model, self.current_epoch >= n_epochs - frozen)
+
     def training_step(self, batch, batch_idx):
         waveform, labels, devices, _ = batch
         features = mixstyle(self.frontend(waveform), self.hparams.mixstyle_p, self.hparams.mixstyle_alpha)
@@ -77,7 +88,7 @@ class SceneClassifier(L.LightningModule):
         self.val_metrics.reset()
 
     def on_test_start(self):
-        round_parameters_to_fp16(self.model)
+        store_as_submitted(self.model)
 
     def test_step(self, batch, batch_idx):
         waveform, labels, devices, _ = batch
@@ -85,11 +96,12 @@ class SceneClassifier(L.LightningModule):
 
     @torch.no_grad()
     def inference_logits(self, waveform, devices=None):
-        """Logits as at inference, once ``round_parameters_to_fp16`` has been applied: 16-bit inputs
-        and parameters (computed on in 32 bits on a CPU), never under a training autocast."""
+        """Logits as at inference, once ``store_as_submitted`` has been applied: 16-bit inputs and
+        parameters (computed on in 32 bits on a CPU; int8 models always in 32 bits), never under a
+        training autocast."""
         with torch.autocast(waveform.device.type, enabled=False):
             features = self.frontend(waveform.float())
-            features = features.half().to(next(self.model.parameters()).dtype)
+            features = features.half().to(compute_dtype(self.model))
             return self.classify(features, devices)
 
     def on_test_epoch_end(self):
@@ -103,6 +115,15 @@ class SceneClassifier(L.LightningModule):
         # the values are already reduced over all processes by torchmetrics
         self.log_dict({f"{self.log_prefix}{stage}/{name}": value for name, value in results.items()},
                       rank_zero_only=True)
+
+
+def store_as_submitted(model: torch.nn.Module) -> torch.nn.Module:
+    """Put ``model`` (in place) into the form it is tested and submitted in: a quantisation-aware
+    model becomes its int8 model (models/quantization.py), and every floating-point parameter is
+    rounded to 16 bits (``round_parameters_to_fp16``)."""
+    if is_qat(model):
+        quantize_to_int8(model)
+    return round_parameters_to_fp16(model)
 
 
 def round_parameters_to_fp16(model: torch.nn.Module) -> torch.nn.Module:
