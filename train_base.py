@@ -38,6 +38,7 @@ def main(argv=None):
     test = test_rows(dataset_dir, args.split_dir)
     check_audio(args, dataset_dir, train, test)
 
+    init_path = resolve_checkpoint(args.init_ckpt, args.project_name) if args.init_ckpt else None
     run_id, resume_from = start_run(args, "base")
     logger, _ = make_logger(args, run_id)
     trainer = make_trainer(args, logger, run_id)
@@ -47,8 +48,7 @@ def main(argv=None):
                               cache=open_cache(args, dataset_dir, test))
 
     model = None
-    if args.init_ckpt and resume_from is None:
-        init_path = resolve_checkpoint(args.init_ckpt, args.project_name)
+    if init_path is not None and resume_from is None:  # a resumed run continues from its own checkpoint
         model, _ = load_general_model(init_path, NetworkConfig.from_args(args), args, args.quantize)
         say(f"Starting from the general model of {init_path}.")
     module = SceneClassifier(vars(args), model=model, input_sample_rate=input_sample_rate(args))
