@@ -5,8 +5,10 @@ challenge limits the bytes of the parameters, not the activations, so activation
 (quantising them would cost accuracy and save nothing the rules count).
 
 Training (``prepare_qat``): every ``nn.Conv2d`` becomes torch.ao's QAT ``Conv2d``, whose weight
-passes through a ``FakeQuantize`` (moving-average per-channel min/max observer, codes -127..127)
-on every forward pass; batch norm stays as it is. Folding batch norm while training is not needed
+passes through a ``FakeQuantize`` (per-channel min/max observer, codes -127..127) on every forward
+pass; batch norm stays as it is. The observer follows the current weights (averaging constant 1,
+as TensorFlow's last-value weight quantiser): a running average would lag behind weights that
+grow and clip them, which matters in short runs. Folding batch norm while training is not needed
 here: a per-channel symmetric quantiser gives the same integer codes for ``w`` and for ``w * c``
 (any per-channel factor ``c``), so quantising the unfolded weight and folding at conversion is
 exact. For the last epochs ``set_qat_frozen`` freezes the observers (fixed scales) and the batch-norm
@@ -34,8 +36,8 @@ from torch.ao.quantization import (FakeQuantize, MovingAveragePerChannelMinMaxOb
 QUANTIZE_CHOICES = ("int8",)
 INT8_MAX = 127  # symmetric codes -127..127: a sign flip of a channel keeps its codes (no lone -128)
 
-WEIGHT_FAKE_QUANT = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-INT8_MAX,
-                                           quant_max=INT8_MAX, dtype=torch.qint8,
+WEIGHT_FAKE_QUANT = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
+                                           quant_min=-INT8_MAX, quant_max=INT8_MAX, dtype=torch.qint8,
                                            qscheme=torch.per_channel_symmetric, ch_axis=0)
 # activations are not quantised (see above): the QAT convolution only uses the weight's quantiser
 WEIGHTS_ONLY = QConfig(activation=nn.Identity, weight=WEIGHT_FAKE_QUANT)
