@@ -9,8 +9,9 @@
 import lightning as L
 
 from dataset.dcase25 import test_rows, training_rows
+from helpers.checkpoints import load_general_model, resolve_checkpoint
 from helpers.cli import build_parser, command_line, model_flags, parse_args
-from helpers.complexity import model_complexity, over_limits_warning
+from helpers.complexity import complexity_sentence, model_complexity, over_limits_warning
 from helpers.distillation import read_teacher_logits
 from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir, close_logger, finished_results,
                                 input_sample_rate, make_loader, make_logger, make_trainer, open_cache,
@@ -19,15 +20,28 @@ from helpers.reporting import write_results
 from models.asc_module import SceneClassifier
 
 
+def build_parser_stage1():
+    parser = build_parser("base", __doc__)
+    parser.add_argument_group("stage 1").add_argument(
+        "--init_ckpt", type=str, default=None, metavar="RUN_ID",
+        help="start from the general model of this stage-1 run (or .ckpt), e.g. a float run to fine-tune with "
+             "--quantize int8; training itself starts at epoch 0")
+    return parser
+
+
 def main(argv=None):
-    args = parse_args(build_parser("base", __doc__), argv)
+    args = parse_args(build_parser_stage1(), argv)
     if args.seed is not None:
         L.seed_everything(args.seed, workers=True)
 
-    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args))
+    model = None
+    if args.init_ckpt and not args.resume:  # a resumed run continues from its own checkpoint
+        init_path = resolve_checkpoint(args.init_ckpt, args.project_name)
+        model, _ = load_general_model(init_path, args, args.quantize)
+        say(f"Starting from the general model of {init_path}.")
+    module = SceneClassifier(vars(args), model=model, input_sample_rate=input_sample_rate(args))
     complexity = model_complexity(module.model, module.frontend.input_shape())
-    say(f"Model {args.model}: {complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
-        f"{complexity['param_bytes']:,} bytes of 16-bit parameters.")
+    say(f"Model {args.model}: {complexity_sentence(complexity)}.")
     if over_limits_warning(complexity):
         say(over_limits_warning(complexity))
 
@@ -73,7 +87,8 @@ def main(argv=None):
 
 
 def stage2_command(args, run_id) -> str:
-    """The command that starts stage 2 from this run, with the data, project and model flags it must share."""
+    """The command that starts stage 2 from this run, with the data, project and model flags it must share
+    (the network, 8-bit or not, comes from the checkpoint)."""
     defaults = build_parser("device", "")
     shared = ["project_name", "wandb_mode"] + (["demo_dir"] if args.demo else ["dataset_dir", "split_dir"])
     leading = ["--ckpt_id", run_id] + (["--demo"] if args.demo else [])

@@ -15,9 +15,8 @@ import lightning as L
 import torch
 
 from dataset.dcase25 import TRAIN_DEVICES, of_devices, test_rows, training_rows
-from helpers.checkpoints import (CheckpointError, checkpoint_network, load_checkpoint, load_device_system,
-                                 load_weights, merge_device_runs, resolve_checkpoint, run_of_checkpoint,
-                                 save_checkpoint, split_state_dict)
+from helpers.checkpoints import (CheckpointError, load_device_system, load_general_model, merge_device_runs,
+                                 resolve_checkpoint, run_of_checkpoint, save_checkpoint)
 from helpers.cli import build_parser, command_line, model_flags, parse_args, set_network_flags
 from helpers.complexity import (complexity_markdown, device_models_complexity, model_complexity, over_limits,
                                 over_limits_warning)
@@ -28,7 +27,7 @@ from helpers.experiment import (check_audio, check_augmentation, checkpoint_dir,
 from helpers.files import write_json
 from helpers.predictions import evaluation_rows, predict_logits, predictions_table, write_predictions_csv
 from helpers.reporting import write_results
-from models.asc_module import SceneClassifier, round_parameters_to_fp16
+from models.asc_module import SceneClassifier, store_as_submitted
 from models.frontend import LogMelFrontEnd
 from models.multi_device import MultiDeviceModel
 from models.registry import network_record
@@ -155,13 +154,13 @@ def load_system(args, resume_from):
     if not args.ckpt_id:
         raise CheckpointError("--ckpt_id is required: the stage-1 run id (or .ckpt path) to fine-tune.")
     ckpt_path = resolve_checkpoint(args.ckpt_id, args.project_name)
-    checkpoint = load_checkpoint(ckpt_path)
-    kind, state = split_state_dict(checkpoint)
-    if kind != "general":
-        raise CheckpointError(f"{ckpt_path} is a stage-2 checkpoint; fine-tuning starts from a stage-1 run.")
-    general = checkpoint_network(checkpoint, ckpt_path, args)
-    load_weights(general, state, checkpoint, ckpt_path)
-    say(f"Loaded the general model ({general.network_name}) from {ckpt_path}.")
+    # the network (8-bit or not) is the checkpoint's; --quantize turns a float one into an 8-bit one
+    general, trained_8bit = load_general_model(ckpt_path, args, args.quantize)
+    say(f"Loaded the general model ({general.network_name}{', 8-bit' if trained_8bit else ''}) from {ckpt_path}.")
+    if args.quantize and not trained_8bit:
+        say("Note: this general model was trained in float; it is quantised to int8 as it is (devices without "
+            "a model of their own use it). For a quantisation-aware general model, train stage 1 with "
+            f"--quantize {args.quantize} (it can start from this run: --init_ckpt).")
     return MultiDeviceModel(general, args.train_devices), str(ckpt_path), []
 
 
@@ -197,7 +196,7 @@ def evaluate(args):
     rows = evaluation_rows(args.eval_dir)
     check_audio(args, args.eval_dir, rows)
     by_device = rows.sort_values("device_id", kind="stable")
-    round_parameters_to_fp16(system)
+    store_as_submitted(system)  # int8 for an 8-bit system, else 16-bit: the stored parameters
     sorted_logits = predict_logits(module, make_loader(args.eval_dir, by_device, args, False, device_column="device_id"))
     logits = torch.empty_like(sorted_logits)
     logits[torch.tensor(by_device.index.tolist())] = sorted_logits

@@ -7,6 +7,7 @@ import torch
 
 from helpers.cli import given_network_flags, network_flags
 from helpers.files import atomic_path
+from models.quantization import is_qat_state, with_quantization
 from models.registry import DEFAULT_NETWORK, build_network, network_record
 # prefixes of the general model and of the device container in Lightning checkpoints
 GENERAL_PREFIXES = ("model.",)
@@ -100,7 +101,9 @@ def checkpoint_network(checkpoint: dict, path, args=None) -> torch.nn.Module:
     """A fresh network as the checkpoint describes it: its ``network`` record (name and config);
     without one (the organisers' checkpoints, older ones of this project) the network named by its
     ``model`` hyper-parameter, CP-Mobile if none, built from its hyper-parameters; a checkpoint
-    that records neither, from the run's flags. Network flags given in ``args`` must agree."""
+    that records neither, from the run's flags. Network flags given in ``args`` must agree. An 8-bit
+    network (``quantize`` in the record or the hyper-parameters, or fake-quantised weights) is built
+    quantisation-aware, ready for its weights."""
     given = given_network_flags(args) if args is not None else {}
     given_model = getattr(args, "model", None)
     record = checkpoint.get("network")
@@ -116,6 +119,9 @@ def checkpoint_network(checkpoint: dict, path, args=None) -> torch.nn.Module:
     except (LookupError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its network cannot be built ({err}).") from err
     config = network_record(network)["config"]
+    quantize = (record or {}).get("quantize") or saved.get("quantize")
+    if quantize or is_qat_state(checkpoint["state_dict"]):
+        with_quantization(network, quantize or "int8")
     differ = [f"--model {given_model}"] if given_model not in (None, name) else []
     differ += [f"--{flag} {value}" for flag, value in given.items()
                if flag not in config or _listed(config[flag]) != _listed(value)]
@@ -144,6 +150,21 @@ def load_weights(model: torch.nn.Module, state_dict: dict, checkpoint: dict, pat
         raise CheckpointError(f"{path} does not fit the network. {hint}") from err
 
 
+def load_general_model(ckpt_path, args=None, quantize=None):
+    """``(model, trained_8bit)``: the general model of a stage-1 checkpoint (its network rebuilt from
+    the checkpoint, see ``checkpoint_network``), ready for training with ``quantize``: an 8-bit
+    (quantisation-aware) model as it was, a float model prepared for quantisation-aware training from
+    its float weights when ``quantize`` is given."""
+    checkpoint = load_checkpoint(ckpt_path)
+    kind, state = split_state_dict(checkpoint)
+    if kind != "general":
+        raise CheckpointError(f"{ckpt_path} is a stage-2 checkpoint; start from a stage-1 run.")
+    general = checkpoint_network(checkpoint, ckpt_path, args)
+    trained_8bit = is_qat_state(state)
+    load_weights(general, state, checkpoint, ckpt_path)
+    return with_quantization(general, quantize), trained_8bit
+
+
 def save_checkpoint(checkpoint: dict, path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
@@ -157,7 +178,7 @@ def devices_in(state: dict) -> list:
 
 def load_device_system(ckpt_id, project_name, args=None, allow_general=False, allow_unfinished=False) -> tuple:
     """``(system, checkpoint, path)``: the device container of a stage-2 run (or ``.ckpt``), its
-    network rebuilt from the checkpoint (see ``checkpoint_network``).
+    network rebuilt from the checkpoint (see ``checkpoint_network``; 8-bit if it was trained so).
 
     A stage-1 checkpoint becomes a container without device models when ``allow_general``; a
     stage-2 run stopped before its last device is refused unless ``allow_unfinished``."""

@@ -5,6 +5,7 @@ import os
 import shlex
 import sys
 
+from models.quantization import QUANTIZE_CHOICES
 from models.registry import DEFAULT_NETWORK, flag_fields, make_config, networks
 
 # Stage-specific defaults, as in the organisers' two scripts.
@@ -12,6 +13,13 @@ STAGE_DEFAULTS = {
     "base": dict(experiment_name="Baseline_general", n_epochs=150, lr=0.005, warmup_steps=2000, mixstyle_p=0.4),
     "device": dict(experiment_name="Baseline_multi_device", n_epochs=50, lr=5e-4, warmup_steps=200,
                    mixstyle_p=0.0),
+}
+
+# --student NAME: named network presets; flags given on the command line still win.
+STUDENTS = {
+    # 8-bit CP-Mobile with 80,758 parameters (83,558 bytes at 8 bits, 29,791,216 MACs): too big for
+    # 16 bits; stage 1 narrower (24 channels) to free MACs for wider stages 2 and 3 (72, 216)
+    "big8": dict(base_channels=24, channels_multiplier=3.0, expansion_rate=1.9, quantize="int8"),
 }
 
 # --demo scales the recipe down to the demo set (about 1,400 training clips) so it ends in minutes.
@@ -122,7 +130,18 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     data.add_argument("--orig_sample_rate", type=int, default=44100, help="sample rate of the wav files")
     data.add_argument("--subset", type=int, default=25, help="training split in percent (the rules allow 25 only)")
 
-    add_network_flags(parser, stage)
+    model = add_network_flags(parser, stage)
+    model.add_argument("--student", choices=sorted(STUDENTS), default=None,
+                       help="a named network preset: big8 = --base_channels 24 --channels_multiplier 3.0 "
+                            "--expansion_rate 1.9 --quantize int8")
+
+    quantization = parser.add_argument_group("quantisation (models/quantization.py)")
+    quantization.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
+                              help="quantisation-aware training of int8 convolution weights (per output channel); "
+                                   "the final test, --evaluate and the export use the int8 model")
+    quantization.add_argument("--qat_freeze_epochs", type=int, default=None,
+                              help="with --quantize: freeze the quantisation scales and batch-norm statistics for "
+                                   "the last N epochs (default: a tenth of --n_epochs, at least 1)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--n_epochs", type=int, help="training epochs (in stage 2: per device)")
@@ -181,6 +200,13 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         if args.split_dir == parser.get_default("split_dir"):
             args.split_dir = os.path.join(args.dataset_dir, "split_setup")
     args.devices = int(args.devices) if args.devices.isdigit() else args.devices
+    if args.student and getattr(args, "model", DEFAULT_NETWORK) != DEFAULT_NETWORK:
+        parser.error(f"--student {args.student} is a preset of --model {DEFAULT_NETWORK}; leave it out with "
+                     f"--model {args.model}, or give that network's flags and --quantize yourself.")
+    if args.student:  # the preset fills in the network flags and --quantize not given on the command line
+        for flag, value in STUDENTS[args.student].items():
+            if getattr(args, flag, None) is None:
+                setattr(args, flag, value)
     if stage_takes_network_from_flags(args._stage):
         try:
             apply_network_flags(args, args.model)
@@ -190,6 +216,8 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         parser.error(f"--kd_lambda {args.kd_lambda}: must lie between 0 (pure distillation) and 1 (labels only).")
     if not args.temperature > 0:
         parser.error(f"--temperature {args.temperature}: must be greater than 0.")
+    if args.qat_freeze_epochs is not None and not 0 <= args.qat_freeze_epochs <= args.n_epochs:
+        parser.error(f"--qat_freeze_epochs {args.qat_freeze_epochs}: give 0 to --n_epochs ({args.n_epochs}).")
     return args
 
 
@@ -214,7 +242,7 @@ def network_flags() -> dict:
     return flags
 
 
-def add_network_flags(parser: argparse.ArgumentParser, stage: str) -> None:
+def add_network_flags(parser: argparse.ArgumentParser, stage: str):
     from_checkpoint = not stage_takes_network_from_flags(stage)
     group = parser.add_argument_group(
         "network",
@@ -238,6 +266,7 @@ def add_network_flags(parser: argparse.ArgumentParser, stage: str) -> None:
         # no default here: apply_network_flags fills in the chosen network's own
         group.add_argument(f"--{flag}", default=argparse.SUPPRESS,
                            help=f"{field.metadata['help']} [{defaults}]", **kwargs)
+    return group
 
 
 def _shown(value) -> str:
@@ -265,9 +294,10 @@ def apply_network_flags(args, model: str) -> None:
 
 
 def set_network_flags(args, record: dict) -> None:
-    """Make ``args`` describe the network of ``record`` (``{"name", "config"}``, from a checkpoint), so
+    """Make ``args`` describe the network of ``record`` (``{"name", "config"}`` and ``quantize``), so
     that what a run saves and logs names the network it really trained."""
     args.model = record["name"]
+    args.quantize = record.get("quantize")
     config = make_config(record["name"], record["config"])
     for field in flag_fields(type(config)):
         setattr(args, field.name, getattr(config, field.name))

@@ -1,26 +1,68 @@
-"""Model complexity as the challenge counts it: MACs for one 1-second clip (torchinfo) and
-parameter memory in bytes, taken from each parameter's stored dtype (fp32 4, fp16 2, int8 1)."""
+"""Model complexity as the challenge counts it: MACs for one 1-second clip (torchinfo, on a float
+copy) and parameter memory in bytes, taken from each parameter's stored dtype (fp32 4, fp16 2,
+int8 1), both of the model as it is submitted: 16-bit floats, or int8 convolution weights with
+16-bit scales and biases for a quantisation-aware model (models/quantization.py)."""
 import copy
 
 import torch
 import torchinfo
 
+from models.asc_module import store_as_submitted
 from models.cp_mobile import ConvNormActivation
 
 MAX_MACS = 30_000_000
 MAX_PARAM_BYTES = 128_000
+# bytes per stored number, the organisers' table (their complexity check counts model.parameters())
+DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.int8: 1, torch.uint8: 1,
+               torch.qint8: 1, torch.quint8: 1, torch.int32: 4}
+
+
+def _bytes_of(p: torch.Tensor) -> int:
+    if p.dtype not in DTYPE_BYTES:
+        raise ValueError(f"a parameter of dtype {p.dtype}: the challenge's complexity check does not count it; "
+                         f"store parameters as one of {', '.join(map(str, DTYPE_BYTES))}.")
+    return p.numel() * DTYPE_BYTES[p.dtype]
 
 
 def parameter_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    return sum(_bytes_of(p) for p in model.parameters())
+
+
+def bytes_by_dtype(model: torch.nn.Module) -> dict:
+    """``{"int8": bytes, "float16": bytes, ...}`` of the parameters as they are."""
+    counts = {}
+    for p in model.parameters():
+        name = str(p.dtype).replace("torch.", "")
+        counts[name] = counts.get(name, 0) + _bytes_of(p)
+    return counts
+
+
+def as_submitted(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` as it is submitted (the model itself is not changed)."""
+    return store_as_submitted(copy.deepcopy(model).cpu()).half()
 
 
 def model_complexity(model: torch.nn.Module, input_shape=(1, 1, 256, 65)) -> dict:
-    """``{"macs", "params", "param_bytes"}``, with the bytes counted as stored at inference (16-bit)."""
-    summary = torchinfo.summary(copy.deepcopy(model).float().cpu(), input_size=input_shape, verbose=0)
-    fp16 = copy.deepcopy(model).half()
+    """``{"macs", "params", "param_bytes", "bytes_by_dtype"}`` of the model as submitted: every stored
+    number at its stored width (16-bit floats; int8 for the weights of a quantised model)."""
+    stored = as_submitted(model)
+    summary = torchinfo.summary(copy.deepcopy(stored).float(), input_size=input_shape, verbose=0)
     return {"macs": int(summary.total_mult_adds), "params": int(summary.total_params),
-            "param_bytes": parameter_bytes(fp16)}
+            "param_bytes": parameter_bytes(stored), "bytes_by_dtype": bytes_by_dtype(stored)}
+
+
+def storage_description(complexity: dict) -> str:
+    """How the parameters are stored, e.g. ``16-bit`` or ``int8 and float16``."""
+    kinds = list(complexity.get("bytes_by_dtype", {"float16": 0}))
+    return "16-bit" if kinds == ["float16"] else " and ".join(kinds)
+
+
+def complexity_sentence(complexity: dict) -> str:
+    split = complexity.get("bytes_by_dtype", {})
+    stored = (f"{storage_description(complexity)} parameters" if len(split) < 2 else
+              "parameters as stored (" + " + ".join(f"{kind} {count:,}" for kind, count in split.items()) + ")")
+    return (f"{complexity['params']:,} parameters, {complexity['macs']:,} MACs per 1-second clip, "
+            f"{complexity['param_bytes']:,} bytes of {stored}")
 
 
 def within_limits(complexity: dict) -> bool:
@@ -44,8 +86,8 @@ def over_limits_warning(complexity: dict):
 
 def layer_table(model: torch.nn.Module, input_shape=(1, 1, 256, 65)) -> list:
     """Per-unit rows ``(name, layer, input_shape, params, macs)``: each conv-norm-activation unit and each
-    layer of the head, as in the organisers' complexity table."""
-    model = copy.deepcopy(model).float().cpu()
+    layer of the head, as in the organisers' complexity table (of the model as submitted)."""
+    model = as_submitted(model).float()
     summary = torchinfo.summary(model, input_size=input_shape, verbose=0, depth=100)
     leaf_macs = {layer.layer_id: layer.macs for layer in summary.summary_list if layer.is_leaf_layer}
     input_shapes = {layer.layer_id: layer.input_size for layer in summary.summary_list}
@@ -82,7 +124,9 @@ def over_limits(per_model: dict) -> list:
 
 
 def complexity_markdown(per_model: dict) -> str:
-    lines = ["| Model | MACs | Params | Parameter bytes (16-bit) | Within limits |", "|---|---:|---:|---:|---|"]
+    storage = sorted({storage_description(c) for c in per_model.values()})
+    lines = [f"| Model | MACs | Params | Parameter bytes ({', '.join(storage)}) | Within limits |",
+             "|---|---:|---:|---:|---|"]
     for name, c in per_model.items():
         ok = "yes" if within_limits(c) else "NO"
         lines.append(f"| {name} | {c['macs']:,} | {c['params']:,} | {c['param_bytes']:,} | {ok} |")
@@ -90,14 +134,15 @@ def complexity_markdown(per_model: dict) -> str:
 
 
 def main():
-    """Print the complexity table of the default network (used for the README)."""
-    from models.cp_mobile import Network
-    model = Network()
+    """Print the complexity table of the network of the given network flags (default: the baseline),
+    e.g. ``python -m helpers.complexity --student big8`` (used for the README)."""
+    from helpers.cli import build_parser, parse_args
+    from models.asc_module import SceneClassifier
+    args = parse_args(build_parser("base", main.__doc__))
+    model = SceneClassifier(vars(args)).model
     total = model_complexity(model)
     print(layer_table_markdown(model))
-    print(f"\n{total['params']:,} parameters, {total['macs']:,} MACs per 1-second clip, "
-          f"{total['param_bytes']:,} bytes of 16-bit parameters "
-          f"(limits: {MAX_MACS:,} MACs, {MAX_PARAM_BYTES:,} bytes).")
+    print(f"\n{complexity_sentence(total)} (limits: {MAX_MACS:,} MACs, {MAX_PARAM_BYTES:,} bytes).")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 The package folder ``<out_dir>/<label>/`` holds ``pyproject.toml``, ``test_complexity.py``,
 ``evaluate_submission.py`` and the package ``<label>/``: one module ``<label>_<index>.py`` per
 submission index (from ``submission_template/submission_module.py``), its checkpoint with 16-bit
-parameters and its settings in ``ckpts/``, the project code they run, and ``resources/`` (the
-development-test split, a dummy clip). A new index leaves the others alone.
+parameters (int8 convolution weights and 16-bit scales and biases for an 8-bit system) and its settings
+in ``ckpts/``, the project code they run, and ``resources/`` (the development-test split, a dummy clip).
+A new index leaves the others alone.
 
 No list of files is kept here: the package carries the project modules that the template imports,
 the module of the run's network (found through the registry), and every project module these
@@ -27,6 +28,7 @@ from dataset.dcase25 import CLASSES, split_file
 from helpers.checkpoints import hyper_parameters, load_device_system, resolve_checkpoint
 from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.files import atomic_path, write_text
+from models.asc_module import store_as_submitted
 from models.frontend import LogMelFrontEnd
 from models.registry import network_record
 
@@ -69,8 +71,8 @@ def check_index(index) -> int:
 # --- what goes into the package ---
 
 def package_config(network: dict, hparams: dict, devices) -> dict:
-    """The network (name and config), the front-end settings of the run (its flags, else the front
-    end's defaults), the class order and the device models."""
+    """The network (name, config and, for an 8-bit system, ``quantize``), the front-end settings of the
+    run (its flags, else the front end's defaults), the class order and the device models."""
     parameters = list(inspect.signature(LogMelFrontEnd.__init__).parameters.values())[1:]
     frontend = {p.name: hparams.get(p.name, p.default) for p in parameters}
     return {"classes": list(CLASSES), "devices": list(devices), "network": network, "frontend": frontend}
@@ -259,7 +261,9 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
     config = package_config(network_record(system), hparams, devices)
     if not devices:
         print(f"Note: {ckpt_path} is a stage-1 checkpoint; every device will use its general model.")
-    system.half()  # the 16-bit parameters the package stores and the limits count
+    # what the package stores and the limits count: 16-bit parameters, or for an 8-bit system the int8
+    # model (int8 convolution weights, 16-bit scales and biases)
+    store_as_submitted(system).half()
     frontend = LogMelFrontEnd(**config["frontend"])
     complexity = device_models_complexity(system, frontend.input_shape())
     print(complexity_markdown(complexity))

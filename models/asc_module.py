@@ -7,6 +7,7 @@ from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
 from models.augmentation import TrainingAugmentation
 from models.frontend import LogMelFrontEnd
+from models.quantization import compute_dtype, frozen_epochs, is_qat, quantize_to_int8, set_qat_frozen, with_quantization
 from models.registry import DEFAULT_NETWORK, build_network, network_record
 
 
@@ -37,6 +38,7 @@ class SceneClassifier(L.LightningModule):
         self.augment = TrainingAugmentation.from_args(self.hparams, input_sample_rate or self.hparams.orig_sample_rate)
         if model is None:
             model = build_network(self.hparams.get("model") or DEFAULT_NETWORK, dict(self.hparams))
+            model = with_quantization(model, self.hparams.get("quantize"))
         self.model = model
         self.log_prefix = log_prefix
         self.teacher = teacher
@@ -57,6 +59,12 @@ class SceneClassifier(L.LightningModule):
         checkpoint["network"] = network_record(self.model)
 
     # --- training ---
+    def on_train_batch_start(self, batch, batch_idx):
+        if is_qat(self.model):  # observers and batch-norm statistics frozen for the last epochs
+            n_epochs = self.trainer.max_epochs
+            frozen = frozen_epochs(n_epochs, self.hparams.get("qat_freeze_epochs"))
+            set_qat_frozen(self.model, self.current_epoch >= n_epochs - frozen)
+
     def training_step(self, batch, batch_idx):
         waveform, labels, devices, filenames = batch
         features, mix = self.augment(waveform, devices, self.frontend)
@@ -100,7 +108,7 @@ class SceneClassifier(L.LightningModule):
         self.val_metrics.reset()
 
     def on_test_start(self):
-        round_parameters_to_fp16(self.model)
+        store_as_submitted(self.model)
 
     def test_step(self, batch, batch_idx):
         waveform, labels, devices, _ = batch
@@ -108,11 +116,12 @@ class SceneClassifier(L.LightningModule):
 
     @torch.no_grad()
     def inference_logits(self, waveform, devices=None):
-        """Logits as at inference, once ``round_parameters_to_fp16`` has been applied: 16-bit inputs
-        and parameters (computed on in 32 bits on a CPU), never under a training autocast."""
+        """Logits as at inference, once ``store_as_submitted`` has been applied: 16-bit inputs and
+        parameters (computed on in 32 bits on a CPU; int8 models always in 32 bits), never under a
+        training autocast."""
         with torch.autocast(waveform.device.type, enabled=False):
             features = self.frontend(waveform.float())
-            features = features.half().to(next(self.model.parameters()).dtype)
+            features = features.half().to(compute_dtype(self.model))
             return self.classify(features, devices)
 
     def on_test_epoch_end(self):
@@ -128,6 +137,15 @@ class SceneClassifier(L.LightningModule):
         # files, not to the curves
         self.log_dict({f"{self.log_prefix}{stage}/{name}": value for name, value in results.items()
                        if not name.startswith("count.")}, rank_zero_only=True)
+
+
+def store_as_submitted(model: torch.nn.Module) -> torch.nn.Module:
+    """Put ``model`` (in place) into the form it is tested and submitted in: a quantisation-aware
+    model becomes its int8 model (models/quantization.py), and every floating-point parameter is
+    rounded to 16 bits (``round_parameters_to_fp16``)."""
+    if is_qat(model):
+        quantize_to_int8(model)
+    return round_parameters_to_fp16(model)
 
 
 def round_parameters_to_fp16(model: torch.nn.Module) -> torch.nn.Module:

@@ -13,6 +13,8 @@ import dataclasses
 import importlib
 from pathlib import Path
 
+from models.quantization import is_int8, is_qat
+
 DEFAULT_NETWORK = "cp_mobile"
 _NETWORKS = {}  # name -> network class (with .network_name and .config_class)
 _discovered = False
@@ -114,10 +116,14 @@ def build_network(name: str, settings: dict = None):
 
 
 def network_record(model) -> dict:
-    """``{"name", "config"}`` of a registered network (or of a device container's general model):
-    what a checkpoint stores so that the network can be rebuilt from it alone."""
+    """``{"name", "config"}`` of a registered network (or of a device container's general model),
+    with ``"quantize": "int8"`` for an 8-bit (quantisation-aware or converted) one: what a checkpoint
+    stores so that the network can be rebuilt from it alone."""
     model = getattr(model, "base_model", model)
     name = getattr(type(model), "network_name", None)
     if name is None or not dataclasses.is_dataclass(getattr(model, "config", None)):
         raise TypeError(f"{type(model).__name__} is not a registered network that keeps its config as self.config")
-    return {"name": name, "config": dataclasses.asdict(model.config)}
+    record = {"name": name, "config": dataclasses.asdict(model.config)}
+    if is_qat(model) or is_int8(model):
+        record["quantize"] = "int8"
+    return record

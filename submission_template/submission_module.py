@@ -4,7 +4,9 @@ A general model plus one fine-tuned copy per training device (the network named 
 settings); each clip goes through its device's model, every other device id (s4, s5, s6,
 "unknown", ...) through the general model.
 Parameters are stored as 16-bit floats. On a GPU the models run in half precision; on a CPU they
-compute in 32 bits on the same 16-bit values, with 16-bit inputs.
+compute in 32 bits on the same 16-bit values, with 16-bit inputs. An 8-bit system (``"quantize":
+"int8"`` in its settings) stores its convolution weights as int8 parameters, with 16-bit
+per-channel scales and biases, and computes in 32 bits everywhere (models/quantization.py).
 
 Written by ``export_submission.py`` of the DCASE 2025 Task 1 reference training system.
 """
@@ -20,6 +22,7 @@ from torch import Tensor, nn
 from .dataset.audio import load_audio
 from .models.frontend import LogMelFrontEnd
 from .models.multi_device import MultiDeviceModel
+from .models.quantization import compute_dtype, int8_network, is_qat_state, prepare_qat, quantize_to_int8
 from .models.registry import build_network
 
 SUBMISSION_LABEL = "__SUBMISSION_LABEL__"
@@ -34,7 +37,8 @@ FEATURE_BATCH = 64  # clips per batch in the front end
 
 
 class SubmissionModel(nn.Module):
-    """Front end (float32) and the device container (16-bit parameters)."""
+    """Front end (float32) and the device container (16-bit parameters; int8 convolution weights for
+    an 8-bit system)."""
 
     def __init__(self, config: dict, devices: List[str]):
         super().__init__()
@@ -43,6 +47,8 @@ class SubmissionModel(nn.Module):
         self.devices = list(devices)
         self.frontend = LogMelFrontEnd(**config["frontend"]).eval()
         network = build_network(config["network"]["name"], config["network"]["config"])
+        if config["network"].get("quantize"):
+            network = int8_network(network)
         self.model = MultiDeviceModel(network, self.devices)
         self._frontends = {}  # front ends for files at other sample rates, made when needed
         self._cpu_copies = {}  # 32-bit copies of 16-bit models for CPU arithmetic
@@ -83,7 +89,7 @@ class SubmissionModel(nn.Module):
         for rows in groups.values():
             submodel = get_model_for_device(self, device_ids[rows[0]])
             run = self.runner(submodel)
-            dtype = next(run.parameters()).dtype
+            dtype = compute_dtype(run)
             device = next(run.parameters()).device
             batch = features[rows].to(device=device, dtype=torch.float16).to(dtype)
             out[rows] = run(batch).float().cpu()
@@ -112,7 +118,8 @@ def _read_state_dict(path) -> dict:
 
 
 def load_model(model_file_path: Optional[str] = None) -> SubmissionModel:
-    """The model with its 16-bit parameters, in eval mode, on the CPU.
+    """The model with its parameters as stored (16-bit; int8 convolution weights for an 8-bit system),
+    in eval mode, on the CPU.
 
     ``model_file_path``: None for the packaged checkpoint; otherwise a file with the same network
     (this package's format, or a checkpoint of the training system)."""
@@ -123,8 +130,13 @@ def load_model(model_file_path: Optional[str] = None) -> SubmissionModel:
         state = _read_state_dict(model_file_path)
     devices = list(dict.fromkeys(k.split(".")[1] for k in state if k.startswith("device_models.")))
     model = SubmissionModel(CONFIG, devices)
+    if CONFIG["network"].get("quantize") and is_qat_state(state):  # a quantisation-aware training checkpoint
+        network = prepare_qat(build_network(CONFIG["network"]["name"], CONFIG["network"]["config"]))
+        trained = MultiDeviceModel(network, devices)
+        trained.load_state_dict(state, strict=True)
+        state = quantize_to_int8(trained).state_dict()
     model.model.load_state_dict(state, strict=True)
-    model.model.half()  # 16-bit parameters, as the memory limit counts them
+    model.model.half()  # 16-bit parameters (int8 ones stay int8), as the memory limit counts them
     return model.eval()
 
 
@@ -178,7 +190,7 @@ def predict(file_paths: List[str], device_ids: List[str], model_file_path: Optio
     with torch.no_grad():
         for rows in groups.values():
             run = model.runner(get_model_for_device(model, device_ids[rows[0]]))
-            dtype = next(run.parameters()).dtype
+            dtype = compute_dtype(run)
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start:start + batch_size]
                 batch = torch.cat([inputs[i] for i in chunk]).to(device=device, dtype=dtype)

@@ -20,6 +20,9 @@ import torchinfo
 
 MAX_MACS = 30_000_000  # per device model, for one 1-second clip
 MAX_PARAMS_MEMORY = 128_000  # bytes, counted from each parameter's stored dtype
+# bytes per stored number by dtype, as the organisers' check counts model.parameters()
+DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.int8: 1, torch.uint8: 1,
+               torch.qint8: 1, torch.quint8: 1, torch.int32: 4}
 # the device ids the organisers check: every one must map to a model within the limits
 DEVICE_IDS = ["a", "b", "c"] + [f"s{i}" for i in range(1, 11)] + ["unknown"]
 
@@ -35,11 +38,17 @@ def import_submission(name: str, index: int):
 
 
 def parameter_bytes(model: torch.nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    """Bytes of the parameters as stored (int8 weights of an 8-bit model count 1 byte each)."""
+    unknown = {str(p.dtype) for p in model.parameters() if p.dtype not in DTYPE_BYTES}
+    if unknown:
+        raise SystemExit(f"Parameters of dtype {', '.join(sorted(unknown))} cannot be counted; the check knows "
+                         f"{', '.join(str(d) for d in DTYPE_BYTES)}.")
+    return sum(p.numel() * DTYPE_BYTES[p.dtype] for p in model.parameters())
 
 
 def macs(model: torch.nn.Module, input_shape) -> int:
-    """Multiply-accumulate operations of one forward pass (torchinfo, on a 32-bit copy)."""
+    """Multiply-accumulate operations of one forward pass (torchinfo, on a 32-bit copy: ``.float()`` casts
+    floating-point parameters only, so int8 weights stay int8 and are counted like float ones)."""
     summary = torchinfo.summary(copy.deepcopy(model).float().cpu(), input_size=tuple(input_shape), verbose=0)
     return int(summary.total_mult_adds)
 

@@ -62,7 +62,8 @@ def test_torchinfo_totals(model):
 
 def test_model_complexity_totals_and_16bit_bytes(model):
     complexity = model_complexity(model, INPUT_SHAPE)
-    assert complexity == {"macs": REFERENCE_MACS, "params": REFERENCE_PARAMS, "param_bytes": 122_296}
+    assert complexity == {"macs": REFERENCE_MACS, "params": REFERENCE_PARAMS, "param_bytes": 122_296,
+                          "bytes_by_dtype": {"float16": 122_296}}
     assert REFERENCE_PARAMS * 2 == 122_296
     # the model passed in is not converted in place
     assert all(p.dtype == torch.float32 for p in model.parameters())
