@@ -51,7 +51,8 @@ def test_cp_mobile_is_the_default_and_unchanged():
     assert args.model == "cp_mobile"
     assert (args.base_channels, args.channels_multiplier, args.expansion_rate) == (32, 1.8, 2.1)
     model = SceneClassifier(vars(args)).model
-    assert model_complexity(model) == {"macs": 29_419_156, "params": 61_148, "param_bytes": 122_296}
+    assert model_complexity(model) == {"macs": 29_419_156, "params": 61_148, "param_bytes": 122_296,
+                                       "bytes_by_dtype": {"float16": 122_296}}
     assert list(model.state_dict()) == list(Network().state_dict())  # the organisers' names
 
 
