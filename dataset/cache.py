@@ -74,6 +74,12 @@ class AudioCache:
         """``[1, n_samples]`` float32."""
         return torch.from_numpy(self.array[self.index[filename]].astype(np.float32))[None]
 
+    def waveforms(self, filenames) -> torch.Tensor:
+        """``[len(filenames), 1, n_samples]`` float32, read in one go (one copy out of the mapping,
+        one conversion), which costs a batch a fraction of reading its clips one by one."""
+        rows = np.fromiter((self.index[name] for name in filenames), dtype=np.int64, count=len(filenames))
+        return torch.from_numpy(np.asarray(self.array[rows], dtype=np.float32))[:, None]
+
     @classmethod
     def open_or_build(cls, cache_dir, dataset_dir, files, sample_rate, seconds=1.0, num_workers=0) -> "AudioCache":
         cache_dir, dataset_dir = Path(cache_dir), Path(dataset_dir)

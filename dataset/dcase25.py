@@ -127,6 +127,14 @@ class AudioDataset(Dataset):
             waveform = self.read_wav(self.dataset_dir / self.files[index])
         return waveform, self.labels[index], self.devices[index], self.files[index]
 
+    def __getitems__(self, indices):
+        """A batch's items (the DataLoader asks for them together): from the cache in one read,
+        otherwise one by one. The same items as ``__getitem__`` gives."""
+        if self.cache is None:
+            return [self[i] for i in indices]
+        waveforms = self.cache.waveforms([self.files[i] for i in indices])
+        return [(waveform, self.labels[i], self.devices[i], self.files[i]) for waveform, i in zip(waveforms, indices)]
+
     def read_wav(self, path):
         """``[1, n_samples]`` at ``sample_rate``; a file that cannot be decoded is named in the error."""
         try:
