@@ -25,9 +25,9 @@ STUDENTS = {
 # --demo scales the recipe down to the demo set (about 1,400 training clips) so it ends in minutes.
 # Flags given on the command line still win.
 DEMO_DEFAULTS = {
-    "base": dict(n_epochs=12, batch_size=64, warmup_steps=60, check_val_every_n_epoch=4, num_workers=2,
+    "base": dict(n_epochs=12, batch_size=64, warmup_steps=60, check_val_every_n_epoch=4,
                  cache_dir="cache"),
-    "device": dict(n_epochs=6, batch_size=32, warmup_steps=10, check_val_every_n_epoch=3, num_workers=2,
+    "device": dict(n_epochs=6, batch_size=32, warmup_steps=10, check_val_every_n_epoch=3,
                    cache_dir="cache"),
 }
 
@@ -98,7 +98,10 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     general.add_argument("--project_name", type=str, default="DCASE25_Task1",
                          help="wandb project; checkpoints go to <project_name>/<run id>/checkpoints/")
     general.add_argument("--experiment_name", type=str, help="wandb run name")
-    general.add_argument("--num_workers", type=int, default=8, help="DataLoader worker processes")
+    general.add_argument("--num_workers", type=int, default=None,
+                         help="DataLoader worker processes (default: none for the audio cache on a CPU, where "
+                              "reading a batch is cheap and workers would take cores from the computation; "
+                              "else 8, capped at the available cores)")
     general.add_argument("--precision", type=str, default="32",
                          choices=["32", "16-mixed", "bf16-mixed", "32-true", "16", "bf16"],
                          help="Lightning precision (bf16-mixed also works on a CPU)")

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import wandb
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -63,6 +64,23 @@ def effective_num_workers(requested: int) -> int:
     return requested
 
 
+DEFAULT_NUM_WORKERS = 8
+
+
+def trains_on_cpu(args) -> bool:
+    return args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
+
+
+def loader_workers(args, cache) -> int:
+    """``--num_workers``, or by default: none when the audio cache is read on a CPU (a batch is one
+    copy out of the mapped array, about 1 % of a training step, while worker processes take cores from
+    the computation's threads, which wait for each other: 3-5 % slower on 2 cores, see the README's
+    Speed section), else ``DEFAULT_NUM_WORKERS`` (decoding wav files needs them); capped at the cores."""
+    if args.num_workers is not None:
+        return effective_num_workers(args.num_workers)
+    return 0 if cache is not None and trains_on_cpu(args) else effective_num_workers(DEFAULT_NUM_WORKERS)
+
+
 def input_sample_rate(args) -> int:
     """The rate at which audio reaches the front end: cached audio is already resampled."""
     return args.sample_rate if args.cache_dir else args.orig_sample_rate
@@ -99,7 +117,16 @@ def open_cache(args, dataset_dir, rows):
         return None
     check_outside_dataset(args.cache_dir, dataset_dir, "--cache_dir")
     return AudioCache.open_or_build(args.cache_dir, dataset_dir, rows["filename"].tolist(), args.sample_rate,
-                                    num_workers=effective_num_workers(args.num_workers))
+                                    num_workers=effective_num_workers(
+                                        DEFAULT_NUM_WORKERS if args.num_workers is None else args.num_workers))
+
+
+def lower_priority_worker(worker_id: int) -> None:
+    """DataLoader workers yield the CPU to the training process: on a CPU its threads use every
+    core and wait for each other at every operation, so a worker holding a core stalls them all."""
+    os.nice(19)
+    if os.environ.get("PL_SEED_WORKERS") == "1":  # what Lightning would have done (seed_everything(workers=True))
+        pl_worker_init_function(worker_id)
 
 
 def make_loader(dataset_dir, rows, args, train: bool, trainer=None, cache=None,
@@ -119,9 +146,10 @@ def make_loader(dataset_dir, rows, args, train: bool, trainer=None, cache=None,
                                          seed=args.seed or 0)
         else:
             sampler = UnrepeatedDistributedSampler(dataset, trainer.world_size, trainer.global_rank, shuffle=False)
-    workers = effective_num_workers(args.num_workers)
+    workers = loader_workers(args, cache)
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+                      num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=lower_priority_worker if workers > 0 else None)
 
 
 def wandb_has_credentials() -> bool:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from dataset.dcase25 import CLASSES, DEVICE_GROUPS, DEVICES
 from helpers.cli import DEMO_DEFAULTS, build_parser, parse_args
-from helpers.experiment import resolve_wandb_mode, wandb_has_credentials
+from helpers.experiment import available_cpus, loader_workers, resolve_wandb_mode, wandb_has_credentials
 from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
 
@@ -243,7 +243,9 @@ def test_stage1_defaults_are_the_organisers():
     args = parse_args(build_parser("base", ""), [])
     for flag in ORGANISER_FLAGS:
         assert hasattr(args, flag), flag
-    expected = dict(project_name="DCASE25_Task1", experiment_name="Baseline_general", num_workers=8,
+    # --num_workers: unset means the organisers' 8, except for the audio cache on a CPU (loader_workers)
+    assert args.num_workers is None and loader_workers(args, None) == min(8, available_cpus())
+    expected = dict(project_name="DCASE25_Task1", experiment_name="Baseline_general",
                     precision="32", check_val_every_n_epoch=10, orig_sample_rate=44100, subset=25,
                     n_classes=10, in_channels=1, base_channels=32, channels_multiplier=1.8,
                     expansion_rate=2.1, n_epochs=150, batch_size=256, mixstyle_p=0.4, mixstyle_alpha=0.3,
@@ -267,7 +269,7 @@ def test_demo_replaces_defaults_but_keeps_explicit_flags():
     assert args.batch_size == demo["batch_size"] == 64
     assert args.warmup_steps == demo["warmup_steps"]
     assert args.check_val_every_n_epoch == demo["check_val_every_n_epoch"]
-    assert args.num_workers == demo["num_workers"]
+    assert args.cache_dir == demo["cache_dir"]
     assert args.lr == 0.005  # not a demo default: stage default kept
     assert args.dataset_dir == "demo_data"
     assert args.split_dir.replace("\\", "/") == "demo_data/split_setup"
@@ -277,6 +279,18 @@ def test_demo_keeps_explicit_flag_equal_to_normal_default():
     args = parse_args(build_parser("base", ""), ["--batch_size", "256", "--demo", "--num_workers", "8"])
     assert args.batch_size == 256 and args.num_workers == 8
     assert args.n_epochs == DEMO_DEFAULTS["base"]["n_epochs"]
+
+
+def test_loader_workers_by_default_none_for_the_cache_on_a_cpu(tmp_path):
+    args = parse_args(build_parser("base", ""), ["--accelerator", "cpu"])
+    assert args.num_workers is None
+    cache = object()  # any cache: only whether there is one matters
+    assert loader_workers(args, cache) == 0  # reading the cache is cheap; workers take cores
+    assert loader_workers(args, None) == min(8, available_cpus())  # wav files are decoded by workers
+    args.num_workers = 1  # a given value wins
+    assert loader_workers(args, cache) == 1
+    args.num_workers, args.accelerator = None, "gpu"  # on an accelerator the workers overlap with it
+    assert loader_workers(args, cache) == min(8, available_cpus())
 
 
 def test_demo_stage2_and_explicit_dirs():
