@@ -7,7 +7,9 @@ from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
 from models.augmentation import TrainingAugmentation
 from models.frontend import LogMelFrontEnd
-from models.quantization import compute_dtype, frozen_epochs, is_qat, quantize_to_int8, set_qat_frozen, with_quantization
+from models.arithmetic import half_is_faster
+from models.quantization import (compute_dtype, frozen_epochs, is_int8, is_qat, quantize_to_int8, set_qat_frozen,
+                                 with_quantization)
 from models.registry import DEFAULT_NETWORK, build_network, network_record
 
 
@@ -108,7 +110,7 @@ class SceneClassifier(L.LightningModule):
         self.val_metrics.reset()
 
     def on_test_start(self):
-        store_as_submitted(self.model)
+        store_as_submitted(self.model, self.frontend.input_shape())
 
     def test_step(self, batch, batch_idx):
         waveform, labels, devices, _ = batch
@@ -117,8 +119,8 @@ class SceneClassifier(L.LightningModule):
     @torch.no_grad()
     def inference_logits(self, waveform, devices=None):
         """Logits as at inference, once ``store_as_submitted`` has been applied: 16-bit inputs and
-        parameters (computed on in 32 bits on a CPU; int8 models always in 32 bits), never under a
-        training autocast."""
+        parameters (computed on in the faster arithmetic of this machine, see ``models/arithmetic.py``;
+        int8 models on a CPU in 32 bits), never under a training autocast."""
         with torch.autocast(waveform.device.type, enabled=False):
             features = self.frontend(waveform.float())
             features = features.half().to(compute_dtype(self.model))
@@ -139,22 +141,25 @@ class SceneClassifier(L.LightningModule):
                        if not name.startswith("count.")}, rank_zero_only=True)
 
 
-def store_as_submitted(model: torch.nn.Module) -> torch.nn.Module:
+def store_as_submitted(model: torch.nn.Module, input_shape=None) -> torch.nn.Module:
     """Put ``model`` (in place) into the form it is tested and submitted in: a quantisation-aware
     model becomes its int8 model (models/quantization.py), and every floating-point parameter is
     rounded to 16 bits (``round_parameters_to_fp16``)."""
     if is_qat(model):
         quantize_to_int8(model)
-    return round_parameters_to_fp16(model)
+    return round_parameters_to_fp16(model, input_shape)
 
 
-def round_parameters_to_fp16(model: torch.nn.Module) -> torch.nn.Module:
+def round_parameters_to_fp16(model: torch.nn.Module, input_shape=None) -> torch.nn.Module:
     """Store parameters and buffers as 16-bit floats, as the challenge's memory limit requires.
 
-    On a GPU the model then runs in half precision. A CPU is slow at 16-bit convolutions, so there
-    the rounded values are kept but computed on in 32 bits: the same weights, faster arithmetic.
+    On a GPU the model then runs in half precision. On a CPU the rounded values are computed on in
+    whichever arithmetic is faster there (``models/arithmetic.py``), measured for inputs of
+    ``input_shape``; without one (or for an int8 model) in 32 bits: the same weights.
     """
     model.half()
     if next(model.parameters()).device.type == "cpu":
-        model.float()
+        network = getattr(model, "base_model", model)  # a device container: its networks are alike
+        if input_shape is None or is_int8(model) or not half_is_faster(network, input_shape):
+            model.float()
     return model

@@ -3,8 +3,9 @@
 A general model plus one fine-tuned copy per training device (the network named in the packaged
 settings); each clip goes through its device's model, every other device id (s4, s5, s6,
 "unknown", ...) through the general model.
-Parameters are stored as 16-bit floats. On a GPU the models run in half precision; on a CPU they
-compute in 32 bits on the same 16-bit values, with 16-bit inputs. An 8-bit system (``"quantize":
+Parameters are stored as 16-bit floats. On a GPU the models run in half precision; on a CPU in
+whichever is faster there, measured once (models/arithmetic.py): half precision, or 32 bits on the
+same 16-bit values, with 16-bit inputs. An 8-bit system (``"quantize":
 "int8"`` in its settings) stores its convolution weights as int8 parameters, with 16-bit
 per-channel scales and biases, and computes in 32 bits everywhere (models/quantization.py).
 
@@ -22,7 +23,8 @@ from torch import Tensor, nn
 from .dataset.audio import load_audio
 from .models.frontend import LogMelFrontEnd
 from .models.multi_device import MultiDeviceModel
-from .models.quantization import compute_dtype, int8_network, is_qat_state, prepare_qat, quantize_to_int8
+from .models.arithmetic import half_is_faster
+from .models.quantization import compute_dtype, int8_network, is_int8, is_qat_state, prepare_qat, quantize_to_int8
 from .models.registry import build_network
 
 SUBMISSION_LABEL = "__SUBMISSION_LABEL__"
@@ -69,10 +71,12 @@ class SubmissionModel(nn.Module):
         device = next(self.frontend.buffers()).device
         return self.frontend_for(sample_rate)(waveform.to(device)).half()
 
-    def runner(self, submodel: nn.Module) -> nn.Module:
-        """What computes ``submodel``: itself in half precision on a GPU; on a CPU a 32-bit copy
-        of the same 16-bit values (16-bit convolutions are slow or missing there)."""
-        if next(submodel.parameters()).device.type != "cpu":
+    def runner(self, submodel: nn.Module, input_shape) -> nn.Module:
+        """What computes ``submodel`` on inputs of ``input_shape``: itself in half precision on a GPU,
+        and on a CPU where half precision is the faster arithmetic; otherwise a 32-bit copy of the same
+        16-bit values (an int8 model always)."""
+        on_cpu = next(submodel.parameters()).device.type == "cpu"
+        if not on_cpu or (not is_int8(submodel) and half_is_faster(submodel, input_shape)):
             return submodel
         key = id(submodel)
         if key not in self._cpu_copies:
@@ -88,7 +92,7 @@ class SubmissionModel(nn.Module):
         out = torch.empty((features.size(0), len(self.class_order)), dtype=torch.float32)
         for rows in groups.values():
             submodel = get_model_for_device(self, device_ids[rows[0]])
-            run = self.runner(submodel)
+            run = self.runner(submodel, features.shape)
             dtype = compute_dtype(run)
             device = next(run.parameters()).device
             batch = features[rows].to(device=device, dtype=torch.float16).to(dtype)
@@ -189,7 +193,7 @@ def predict(file_paths: List[str], device_ids: List[str], model_file_path: Optio
     outputs = [None] * len(file_paths)
     with torch.no_grad():
         for rows in groups.values():
-            run = model.runner(get_model_for_device(model, device_ids[rows[0]]))
+            run = model.runner(get_model_for_device(model, device_ids[rows[0]]), inputs[rows[0]].shape)
             dtype = compute_dtype(run)
             for start in range(0, len(rows), batch_size):
                 chunk = rows[start:start + batch_size]
