@@ -123,3 +123,19 @@ def test_evaluation_loader_keeps_each_device_together(demo, rows):
     changes = sum(a != b for a, b in zip(devices, devices[1:]))
     assert changes == len(set(devices)) - 1
     assert sorted(devices) == sorted(shuffled["source_label"])
+
+
+def test_a_batch_read_in_one_go_equals_its_clips_read_one_by_one(tmp_path, demo, rows):
+    cache = build(tmp_path / "cache", demo, rows["filename"].tolist())
+    dataset = AudioDataset(demo, rows, cache=cache)
+    indices = [7, 0, 3, 7, len(rows) - 1]  # any order, repeats allowed (a sampler's batch)
+    together = dataset.__getitems__(indices)
+    for got, index in zip(together, indices):
+        one = dataset[index]
+        assert torch.equal(got[0], one[0]) and got[0].shape == one[0].shape and got[0].dtype == torch.float32
+        assert got[1:] == one[1:]
+    # and the DataLoader takes this path: the same batches as without it
+    loader = DataLoader(dataset, batch_size=4, shuffle=False)
+    plain = DataLoader([dataset[i] for i in range(len(dataset))], batch_size=4, shuffle=False)
+    for a, b in zip(loader, plain):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2:] == b[2:]
