@@ -124,7 +124,8 @@ def open_cache(args, dataset_dir, rows):
 def lower_priority_worker(worker_id: int) -> None:
     """DataLoader workers yield the CPU to the training process: on a CPU its threads use every
     core and wait for each other at every operation, so a worker holding a core stalls them all."""
-    os.nice(19)
+    if hasattr(os, "nice"):  # not on Windows
+        os.nice(19)
     if os.environ.get("PL_SEED_WORKERS") == "1":  # what Lightning would have done (seed_everything(workers=True))
         pl_worker_init_function(worker_id)
 
