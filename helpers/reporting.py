@@ -98,6 +98,8 @@ def find_run_dir(run_or_folder: str, project_name: str = "DCASE25_Task1") -> Pat
         return path
     if path.is_dir():
         raise FileNotFoundError(f"{path} holds no results.json: the run has not finished its final test.")
+    if (Path(project_name) / run_or_folder / "results.json").is_file():  # a whole id, even if it starts others
+        return Path(project_name) / run_or_folder
     runs = sorted(p.parent for p in Path(project_name).glob("*/results.json"))
     matches = [run for run in runs if run.name.startswith(run_or_folder)]
     if len(matches) == 1:

@@ -201,3 +201,14 @@ def test_compare_leaves_files_it_did_not_write_alone(tmp_path):
     assert missing.returncode != 0 and "aaaa1111" in missing.stderr  # lists the runs there
     again = compare([str(project / "aaaa1111")], out=str(tmp_path / "cmp"))  # its own output is replaced
     assert compare([str(project / "aaaa1111")], out=str(tmp_path / "cmp")) == again
+
+
+def test_a_whole_run_id_is_found_even_when_it_starts_other_ids(tmp_path):
+    from helpers.reporting import find_run_dir
+    for run_id in ("t_wide", "t_wide36", "t_wide_dev"):
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "results.json").write_text("{}")
+    assert find_run_dir("t_wide", str(tmp_path)) == tmp_path / "t_wide"
+    assert find_run_dir("t_wide3", str(tmp_path)) == tmp_path / "t_wide36"  # the start of an id still works
+    with pytest.raises(FileNotFoundError, match="matches several runs"):
+        find_run_dir("t_w", str(tmp_path))
