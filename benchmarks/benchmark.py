@@ -156,7 +156,7 @@ def arithmetic_agreement(args, dataset_dir, cache, device):
     same, widest = 0, 0.0
     for start in range(0, len(rows), 256):
         part = rows.iloc[start:start + 256]
-        waveform = torch.stack([cache.waveform(f) for f in part["filename"]]).to(device)
+        waveform = cache.waveforms(part["filename"].tolist()).to(device)
         features = frontend(waveform).half()
         devices = part["source_label"].tolist()
         half = system(features, devices).argmax(1)
