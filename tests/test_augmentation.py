@@ -29,14 +29,16 @@ from conftest import SHARED_DATA  # noqa: E402
 
 LOG_FLOOR = math.log(1e-5)
 
-# Printed by tests/seeded_losses.py on the code before the augmentations moved here (commit 734ff83).
-# "defaults_worker" is not among them: see the script (roll's shifts now come from another generator).
+# Printed by tests/seeded_losses.py (learning rate 0, see there) on the code before the augmentations moved
+# here (commit 734ff83, with that script), on 2 cores of an Intel Xeon; the code of today gives the same
+# numbers bit for bit there. "defaults_worker" is not among them: see the script (roll's shifts now come
+# from another generator).
 RECORDED_LOSSES = {
-    "defaults": [2.343679189682007, 2.4591269493103027, 2.202604293823242, 2.2635326385498047, 2.346200704574585,
-                 2.315194606781006, 2.407038450241089, 2.2383134365081787, 2.3172342777252197, 2.288904905319214],
-    "no_roll_worker_cache": [2.427168369293213, 2.2308573722839355, 2.1719563007354736, 2.2694835662841797,
-                             2.385169267654419, 2.357790470123291, 2.3730504512786865, 2.4428069591522217,
-                             2.356806755065918, 2.24029541015625],
+    "defaults": [2.343679189682007, 2.4591269493103027, 2.213247537612915, 2.285071611404419, 2.297292470932007,
+                 2.3367979526519775, 2.371912717819214, 2.3509368896484375, 2.307927370071411, 2.3949830532073975],
+    "no_roll_worker_cache": [2.427168130874634, 2.2308573722839355, 2.152008533477783, 2.288294792175293,
+                             2.4005424976348877, 2.4320077896118164, 2.2861270904541016, 2.3388772010803223,
+                             2.4353137016296387, 2.3212227821350098],
 }
 
 
@@ -73,7 +75,9 @@ def rng_untouched(action):
 def test_seeded_losses_equal_those_recorded_before_the_move(demo, tmp_path, setting):
     losses = seeded_losses.seeded_losses(demo, setting, tmp_path / "cache")
     # bit-identical on the machine that recorded them; the tolerance only allows for other CPUs' kernels
-    assert losses == pytest.approx(RECORDED_LOSSES[setting], rel=1e-6, abs=0)
+    # (an AMD EPYC's first loss lies 1e-7 from the Intel Xeon's); a roll range of 0.099 s instead of 0.1 s
+    # moves the losses by 6e-4 to 5e-2
+    assert losses == pytest.approx(RECORDED_LOSSES[setting], rel=1e-5, abs=0)
 
 
 def test_new_augmentations_are_off_by_default_and_draw_nothing(waveforms):
