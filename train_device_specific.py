@@ -197,7 +197,7 @@ def evaluate(args):
     check_audio(args, args.eval_dir, rows)
     by_device = rows.sort_values("device_id", kind="stable")
     # int8 for an 8-bit system, else 16-bit: the stored parameters, in the arithmetic of the final test
-    store_as_submitted(system, module.frontend.input_shape())
+    store_as_submitted(system)
     sorted_logits = predict_logits(module, make_loader(args.eval_dir, by_device, args, False, device_column="device_id"))
     logits = torch.empty_like(sorted_logits)
     logits[torch.tensor(by_device.index.tolist())] = sorted_logits

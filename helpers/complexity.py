@@ -39,7 +39,7 @@ def bytes_by_dtype(model: torch.nn.Module) -> dict:
 
 def as_submitted(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``model`` as it is submitted (the model itself is not changed)."""
-    return store_as_submitted(copy.deepcopy(model).cpu()).half()
+    return store_as_submitted(copy.deepcopy(model).cpu())
 
 
 def model_complexity(model: torch.nn.Module, input_shape=(1, 1, 256, 65)) -> dict:

@@ -263,7 +263,7 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
         print(f"Note: {ckpt_path} is a stage-1 checkpoint; every device will use its general model.")
     # what the package stores and the limits count: 16-bit parameters, or for an 8-bit system the int8
     # model (int8 convolution weights, 16-bit scales and biases)
-    store_as_submitted(system).half()
+    store_as_submitted(system)
     frontend = LogMelFrontEnd(**config["frontend"])
     complexity = device_models_complexity(system, frontend.input_shape())
     print(complexity_markdown(complexity))

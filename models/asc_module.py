@@ -7,9 +7,8 @@ from helpers.metrics import SceneDeviceAccuracy
 from helpers.schedule import warmup_cosine
 from models.augmentation import TrainingAugmentation
 from models.frontend import LogMelFrontEnd
-from models.arithmetic import half_is_faster
-from models.quantization import (compute_dtype, frozen_epochs, is_int8, is_qat, quantize_to_int8, set_qat_frozen,
-                                 with_quantization)
+from models.inference import infer
+from models.quantization import frozen_epochs, is_qat, quantize_to_int8, set_qat_frozen, with_quantization
 from models.registry import DEFAULT_NETWORK, build_network, network_record
 
 
@@ -52,10 +51,11 @@ class SceneClassifier(L.LightningModule):
     def forward(self, waveform, devices=None):
         return self.classify(self.frontend(waveform), devices)
 
-    def classify(self, features, devices):
+    def classify(self, features, devices, compute=None):
+        """Logits of ``self.model``; ``compute(network, batch)`` computes each network if given."""
         if getattr(self.model, "routes_by_device", False):
-            return self.model(features, devices)
-        return self.model(features)
+            return self.model(features, devices, compute)
+        return self.model(features) if compute is None else compute(self.model, features)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["network"] = network_record(self.model)
@@ -110,7 +110,7 @@ class SceneClassifier(L.LightningModule):
         self.val_metrics.reset()
 
     def on_test_start(self):
-        store_as_submitted(self.model, self.frontend.input_shape())
+        store_as_submitted(self.model)
 
     def test_step(self, batch, batch_idx):
         waveform, labels, devices, _ = batch
@@ -118,13 +118,12 @@ class SceneClassifier(L.LightningModule):
 
     @torch.no_grad()
     def inference_logits(self, waveform, devices=None):
-        """Logits as at inference, once ``store_as_submitted`` has been applied: 16-bit inputs and
-        parameters (computed on in the faster arithmetic of this machine, see ``models/arithmetic.py``;
-        int8 models on a CPU in 32 bits), never under a training autocast."""
+        """Float32 logits as at inference, once ``store_as_submitted`` has been applied: 16-bit inputs and
+        parameters, computed the fastest way of this machine (``models/inference.py``), never under a
+        training autocast."""
         with torch.autocast(waveform.device.type, enabled=False):
-            features = self.frontend(waveform.float())
-            features = features.half().to(compute_dtype(self.model))
-            return self.classify(features, devices)
+            features = self.frontend(waveform.float()).half()
+            return self.classify(features, devices, compute=infer)
 
     def on_test_epoch_end(self):
         self.test_results = self.test_metrics.compute()
@@ -141,25 +140,16 @@ class SceneClassifier(L.LightningModule):
                        if not name.startswith("count.")}, rank_zero_only=True)
 
 
-def store_as_submitted(model: torch.nn.Module, input_shape=None) -> torch.nn.Module:
+def store_as_submitted(model: torch.nn.Module) -> torch.nn.Module:
     """Put ``model`` (in place) into the form it is tested and submitted in: a quantisation-aware
     model becomes its int8 model (models/quantization.py), and every floating-point parameter is
     rounded to 16 bits (``round_parameters_to_fp16``)."""
     if is_qat(model):
         quantize_to_int8(model)
-    return round_parameters_to_fp16(model, input_shape)
+    return round_parameters_to_fp16(model)
 
 
-def round_parameters_to_fp16(model: torch.nn.Module, input_shape=None) -> torch.nn.Module:
-    """Store parameters and buffers as 16-bit floats, as the challenge's memory limit requires.
-
-    On a GPU the model then runs in half precision. On a CPU the rounded values are computed on in
-    whichever arithmetic is faster there (``models/arithmetic.py``), measured for inputs of
-    ``input_shape``; without one (or for an int8 model) in 32 bits: the same weights.
-    """
-    model.half()
-    if next(model.parameters()).device.type == "cpu":
-        network = getattr(model, "base_model", model)  # a device container: its networks are alike
-        if input_shape is None or is_int8(model) or not half_is_faster(network, input_shape):
-            model.float()
-    return model
+def round_parameters_to_fp16(model: torch.nn.Module) -> torch.nn.Module:
+    """Store parameters and buffers as 16-bit floats (int8 ones stay int8), as the challenge's memory
+    limit requires. ``models.inference.infer`` computes on them the fastest way of the machine."""
+    return model.half()

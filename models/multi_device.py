@@ -22,10 +22,11 @@ class MultiDeviceModel(nn.Module):
     def get_model_for_device(self, device: str) -> nn.Module:
         return self.device_models[device] if device in self.device_models else self.base_model
 
-    def forward(self, x: torch.Tensor, devices) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, devices, compute=None) -> torch.Tensor:
         """``x`` ``[B, ...]`` with ``devices[i]`` the device of clip ``i`` -> logits in input order.
 
-        Clips are grouped by the model they go to, each group runs as one batch."""
+        Clips are grouped by the model they go to, each group runs as one batch, through
+        ``compute(model, batch)`` if given (evaluation passes ``models.inference.infer``)."""
         if len(devices) != x.size(0):
             raise ValueError(f"{len(devices)} device ids for a batch of {x.size(0)} clips")
         groups = {}
@@ -34,7 +35,8 @@ class MultiDeviceModel(nn.Module):
         out = None
         for model, rows in groups.items():
             index = torch.tensor(rows, device=x.device)
-            logits = model(x.index_select(0, index))
+            batch = x.index_select(0, index)
+            logits = model(batch) if compute is None else compute(model, batch)
             if out is None:
                 out = logits.new_empty((x.size(0),) + logits.shape[1:])
             out[index] = logits

@@ -3,15 +3,14 @@
 A general model plus one fine-tuned copy per training device (the network named in the packaged
 settings); each clip goes through its device's model, every other device id (s4, s5, s6,
 "unknown", ...) through the general model.
-Parameters are stored as 16-bit floats. On a GPU the models run in half precision; on a CPU in
-whichever is faster there, measured once (models/arithmetic.py): half precision, or 32 bits on the
-same 16-bit values, with 16-bit inputs. An 8-bit system (``"quantize":
-"int8"`` in its settings) stores its convolution weights as int8 parameters, with 16-bit
-per-channel scales and biases, and computes in 32 bits everywhere (models/quantization.py).
+Parameters are stored as 16-bit floats, the inputs are 16-bit log-mel features. On a GPU the models
+run in half precision; on a CPU a copy of each computes it in whichever arithmetic is faster there,
+measured once: half precision, or 32 bits on the same 16-bit values (models/inference.py). An 8-bit
+system (``"quantize": "int8"`` in its settings) stores its convolution weights as int8 parameters,
+with 16-bit per-channel scales and biases, and computes in 32 bits (models/quantization.py).
 
 Written by ``export_submission.py`` of the DCASE 2025 Task 1 reference training system.
 """
-import copy
 import json
 from collections import defaultdict
 from importlib import resources
@@ -23,8 +22,8 @@ from torch import Tensor, nn
 from .dataset.audio import load_audio
 from .models.frontend import LogMelFrontEnd
 from .models.multi_device import MultiDeviceModel
-from .models.arithmetic import half_is_faster
-from .models.quantization import compute_dtype, int8_network, is_int8, is_qat_state, prepare_qat, quantize_to_int8
+from .models.inference import infer
+from .models.quantization import int8_network, is_qat_state, prepare_qat, quantize_to_int8
 from .models.registry import build_network
 
 SUBMISSION_LABEL = "__SUBMISSION_LABEL__"
@@ -53,7 +52,6 @@ class SubmissionModel(nn.Module):
             network = int8_network(network)
         self.model = MultiDeviceModel(network, self.devices)
         self._frontends = {}  # front ends for files at other sample rates, made when needed
-        self._cpu_copies = {}  # 32-bit copies of 16-bit models for CPU arithmetic
 
     def frontend_for(self, sample_rate: int) -> nn.Module:
         """The log-mel front end for audio at ``sample_rate``: resampled from its own rate."""
@@ -71,33 +69,13 @@ class SubmissionModel(nn.Module):
         device = next(self.frontend.buffers()).device
         return self.frontend_for(sample_rate)(waveform.to(device)).half()
 
-    def runner(self, submodel: nn.Module, input_shape) -> nn.Module:
-        """What computes ``submodel`` on inputs of ``input_shape``: itself in half precision on a GPU,
-        and on a CPU where half precision is the faster arithmetic; otherwise a 32-bit copy of the same
-        16-bit values (an int8 model always)."""
-        on_cpu = next(submodel.parameters()).device.type == "cpu"
-        if not on_cpu or (not is_int8(submodel) and half_is_faster(submodel, input_shape)):
-            return submodel
-        key = id(submodel)
-        if key not in self._cpu_copies:
-            self._cpu_copies[key] = copy.deepcopy(submodel).float().eval()
-        return self._cpu_copies[key]
-
     @torch.no_grad()
     def forward(self, features: Tensor, device_ids: List[str]) -> Tensor:
-        """16-bit log-mel features ``[B, 1, n_mels, frames]`` -> logits ``[B, n_classes]`` in input order."""
-        groups = defaultdict(list)
-        for i, device_id in enumerate(device_ids):
-            groups[id(get_model_for_device(self, device_id))].append(i)
-        out = torch.empty((features.size(0), len(self.class_order)), dtype=torch.float32)
-        for rows in groups.values():
-            submodel = get_model_for_device(self, device_ids[rows[0]])
-            run = self.runner(submodel, features.shape)
-            dtype = compute_dtype(run)
-            device = next(run.parameters()).device
-            batch = features[rows].to(device=device, dtype=torch.float16).to(dtype)
-            out[rows] = run(batch).float().cpu()
-        return out
+        """16-bit log-mel features ``[B, 1, n_mels, frames]`` -> float32 logits ``[B, n_classes]`` in
+        input order; the clips of each model are computed together."""
+        device = next(self.model.parameters()).device
+        features = features.to(device=device, dtype=torch.float16)
+        return self.model(features, [str(d) for d in device_ids], compute=infer).cpu()
 
 
 def _read_state_dict(path) -> dict:
@@ -191,16 +169,13 @@ def predict(file_paths: List[str], device_ids: List[str], model_file_path: Optio
     for i, (features, device_id) in enumerate(zip(inputs, device_ids)):
         groups[(id(get_model_for_device(model, device_id)), tuple(features.shape))].append(i)
     outputs = [None] * len(file_paths)
-    with torch.no_grad():
-        for rows in groups.values():
-            run = model.runner(get_model_for_device(model, device_ids[rows[0]]), inputs[rows[0]].shape)
-            dtype = compute_dtype(run)
-            for start in range(0, len(rows), batch_size):
-                chunk = rows[start:start + batch_size]
-                batch = torch.cat([inputs[i] for i in chunk]).to(device=device, dtype=dtype)
-                logits = run(batch).float().cpu()
-                for i, row in zip(chunk, logits):
-                    outputs[i] = row.clone()
+    for rows in groups.values():
+        network = get_model_for_device(model, device_ids[rows[0]])
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            logits = infer(network, torch.cat([inputs[i] for i in chunk]).to(device)).cpu()
+            for i, row in zip(chunk, logits):
+                outputs[i] = row.clone()
     return outputs, list(model.class_order)
 
 

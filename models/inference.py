@@ -1,0 +1,131 @@
+"""How a network with 16-bit parameters is computed at inference: the final test, ``--evaluate`` and the
+exported package all call ``infer``.
+
+The rules store parameters as 16-bit floats; how a machine computes on them is free. A GPU computes
+on the network itself in half precision. On a CPU a copy of the network made for speed computes it:
+
+- in channels-last memory, the layout oneDNN's convolutions work in (no reordering around each one);
+- at most ``CPU_BATCH`` clips at a time, so that the activations stay in the caches (on the Intel
+  Xeon of the README's figures 256 clips at once were 2-3x slower per clip than 32);
+- in the faster arithmetic of the machine: 32 bits on the stored values, with each batch norm folded
+  into the convolution before it (torch.fx's conv/batch-norm fusion, exact to 32-bit rounding: one
+  pass over the activations less per layer), or half precision on the stored values themselves
+  (unfolded: folding would round the folded weights to 16 bits once more). CPUs differ: on some
+  (the AMD EPYC of the README) 16-bit convolutions are many times slower than 32-bit ones, on others
+  (Intel Xeons with AVX-512 FP16) they are as fast or faster. So both are measured on the network
+  itself, once per process, network shape, input shape and thread count; half precision is chosen
+  only when ``HALF_MARGIN`` times faster, so a machine where both are alike keeps one choice.
+
+The ways differ only in rounding: the classes agree except where two logits lie within 16-bit
+rounding of each other (the benchmark reports the agreement on the demo test split). An 8-bit
+network computes in 32 bits, where its int8 codes are exact (models/quantization.py).
+"""
+import copy
+import itertools
+import time
+import warnings
+import weakref
+
+import torch
+from torch import nn
+
+from models.quantization import compute_dtype, is_int8
+
+with warnings.catch_warnings():  # the module's TorchScript helpers warn that TorchScript is deprecated; fuse is fx
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from torch.fx.experimental.optimization import fuse
+
+CPU_BATCH = 32  # clips per forward pass on a CPU (see the module docstring)
+HALF_MARGIN = 1.25  # on a CPU, half precision must be at least this much faster to be chosen
+_decisions = {}  # (network shape, input shape, threads) -> whether half precision is faster on this CPU
+_forms = weakref.WeakKeyDictionary()  # network -> (the values it was made from, half?, the copy computing it)
+
+
+def fold_batch_norm(network: nn.Module) -> nn.Module:
+    """``network`` (in eval mode) with every batch norm that follows a convolution folded into it;
+    unchanged if torch.fx cannot trace it (a forward pass whose control flow depends on the data)."""
+    try:
+        return fuse(network)
+    except Exception:  # tracing fails in many ways (TraceError, TypeError, ...): compute it unfolded
+        return network
+
+
+def cpu_form(network: nn.Module, half: bool) -> nn.Module:
+    """A copy of ``network`` (16-bit parameters as stored) that computes it on a CPU, in channels-last
+    memory: in half precision on the stored values, or in 32 bits with batch norm folded."""
+    form = copy.deepcopy(network).eval()
+    form = form.half() if half else fold_batch_norm(form.float())
+    return form.to(memory_format=torch.channels_last)
+
+
+def _seconds(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> float:
+    """The best of ``repeats`` timed forward passes, after one untimed one."""
+    with torch.no_grad():
+        model(x)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def half_is_faster(network: nn.Module, input_shape) -> bool:
+    """Whether ``network`` (one network, not a device container) computes in half precision on the
+    device its parameters are on, for inputs ``[B, *input_shape[1:]]``: always on a GPU; never for an
+    8-bit network on a CPU; otherwise when its half-precision form is measured at least
+    ``HALF_MARGIN`` times faster than its 32-bit form on ``CPU_BATCH`` clips."""
+    if next(network.parameters()).device.type != "cpu":
+        return True
+    if is_int8(network):
+        return False
+    key = (type(network).__qualname__, tuple((name, tuple(p.shape)) for name, p in network.named_parameters()),
+           tuple(input_shape[1:]), torch.get_num_threads())
+    if key not in _decisions:
+        x = torch.randn(CPU_BATCH, *input_shape[1:]).half().contiguous(memory_format=torch.channels_last)
+        half_seconds = _seconds(cpu_form(network, half=True), x)
+        float_seconds = _seconds(cpu_form(network, half=False), x.float())
+        _decisions[key] = half_seconds * HALF_MARGIN < float_seconds
+    return _decisions[key]
+
+
+def _stored_values(network: nn.Module) -> list:
+    return [t.detach() for t in itertools.chain(network.parameters(), network.buffers())]
+
+
+def _unchanged(kept: list, network: nn.Module) -> bool:
+    """Whether ``network`` still holds the values ``kept`` (loading weights or ``.half()`` changes them)."""
+    now = _stored_values(network)
+    return len(now) == len(kept) and all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+                                         for a, b in zip(kept, now))
+
+
+def inference_form(network: nn.Module, input_shape) -> nn.Module:
+    """What computes ``network`` on its device (see the module docstring): on a GPU the network itself;
+    on a CPU its copy in the chosen arithmetic, made once and remade when the stored values change."""
+    if next(network.parameters()).device.type != "cpu":
+        return network
+    half = half_is_faster(network, input_shape)
+    known = _forms.get(network)
+    if known is None or known[1] != half or not _unchanged(known[0], network):
+        kept = [t.clone() for t in _stored_values(network)]
+        known = _forms[network] = (kept, half, cpu_form(network, half))
+    return known[2]
+
+
+@torch.no_grad()
+def run_form(form: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Float32 logits of ``form`` (what ``inference_form`` or ``cpu_form`` gives) for 16-bit features:
+    on a CPU in channels-last memory, ``CPU_BATCH`` clips at a time."""
+    device = next(form.parameters()).device
+    x = features.to(device=device, dtype=torch.float16).to(compute_dtype(form))
+    if device.type != "cpu":
+        return form(x).float()
+    x = x.contiguous(memory_format=torch.channels_last)
+    return torch.cat([form(chunk) for chunk in x.split(CPU_BATCH)]).float()
+
+
+def infer(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Float32 logits ``[B, n_classes]`` of ``network`` (one network, 16-bit parameters as stored, in
+    eval mode) for 16-bit features ``[B, ...]``, computed the fastest way of this machine."""
+    return run_form(inference_form(network, features.shape), features)
