@@ -5,8 +5,10 @@ The rules store parameters as 16-bit floats; how a machine computes on them is f
 on the network itself in half precision. On a CPU a copy of the network made for speed computes it:
 
 - in channels-last memory, the layout oneDNN's convolutions work in (no reordering around each one);
-- at most ``CPU_BATCH`` clips at a time, so that the activations stay in the caches (on the Intel
-  Xeon of the README's figures 256 clips at once were 2-3x slower per clip than 32);
+- at most ``CPU_BATCH`` clips at a time (on the Intel Xeon of the README's figures 256 clips at once
+  were 2-3x slower per clip than 32: the larger activations fall out of the caches);
+- with each ReLU overwriting the tensor it follows where nothing else reads that tensor (no new
+  tensor to allocate and fill: a third of CP-Mobile's time on 2 cores went to ReLU);
 - in the faster arithmetic of the machine: 32 bits on the stored values, with each batch norm folded
   into the convolution before it (torch.fx's conv/batch-norm fusion, exact to 32-bit rounding: one
   pass over the activations less per layer), or half precision on the stored values themselves
@@ -22,11 +24,13 @@ network computes in 32 bits, where its int8 codes are exact (models/quantization
 """
 import copy
 import itertools
+import operator
 import time
 import warnings
 import weakref
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.quantization import compute_dtype, is_int8
@@ -37,25 +41,48 @@ with warnings.catch_warnings():  # the module's TorchScript helpers warn that To
 
 CPU_BATCH = 32  # clips per forward pass on a CPU (see the module docstring)
 HALF_MARGIN = 1.25  # on a CPU, half precision must be at least this much faster to be chosen
+MEASURED_CLIPS = 8  # clips per timed forward pass when choosing
 _decisions = {}  # (network shape, input shape, threads) -> whether half precision is faster on this CPU
 _forms = weakref.WeakKeyDictionary()  # network -> (the values it was made from, half?, the copy computing it)
 
 
-def fold_batch_norm(network: nn.Module) -> nn.Module:
-    """``network`` (in eval mode) with every batch norm that follows a convolution folded into it;
-    unchanged if torch.fx cannot trace it (a forward pass whose control flow depends on the data)."""
-    try:
-        return fuse(network)
-    except Exception:  # tracing fails in many ways (TraceError, TypeError, ...): compute it unfolded
-        return network
+# a module or function whose output is a tensor of its own, which a ReLU after it may overwrite
+FRESH_OUTPUT_MODULES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+FRESH_OUTPUT_FUNCTIONS = (operator.add, torch.add)
+
+
+def relu_in_place(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Let every ReLU of ``graph`` that is the only user of a fresh tensor (the output of a convolution,
+    a batch norm or a sum) overwrite it rather than write a new one (changed in place): the same values,
+    one tensor less to allocate and fill (on 2 CPU cores CP-Mobile spent a third of its time in ReLU)."""
+    modules = dict(graph.named_modules())
+    for node in graph.graph.nodes:
+        is_relu = ((node.op == "call_module" and type(modules[node.target]) is nn.ReLU)
+                   or (node.op == "call_function" and node.target in (F.relu, torch.relu) and not node.kwargs))
+        if not is_relu or len(node.args) != 1:
+            continue
+        source = node.args[0]
+        fresh = ((source.op == "call_module" and isinstance(modules[source.target], FRESH_OUTPUT_MODULES))
+                 or (source.op == "call_function" and source.target in FRESH_OUTPUT_FUNCTIONS))
+        if fresh and len(source.users) == 1:
+            node.op, node.target = "call_function", torch.relu_
+    graph.recompile()
+    return graph
 
 
 def cpu_form(network: nn.Module, half: bool) -> nn.Module:
     """A copy of ``network`` (16-bit parameters as stored) that computes it on a CPU, in channels-last
-    memory: in half precision on the stored values, or in 32 bits with batch norm folded."""
+    memory: in half precision on the stored values, or in 32 bits with batch norm folded; ReLUs in
+    place. A network torch.fx cannot trace (control flow that depends on the data) is copied as it is."""
     form = copy.deepcopy(network).eval()
-    form = form.half() if half else fold_batch_norm(form.float())
-    return form.to(memory_format=torch.channels_last)
+    form = form.half() if half else form.float()
+    try:
+        graph = torch.fx.symbolic_trace(form)
+    except Exception:  # tracing fails in many ways (TraceError, TypeError, ...)
+        return form.to(memory_format=torch.channels_last)
+    if not half:  # each batch norm after a convolution folded into it
+        graph = fuse(graph, inplace=True, no_trace=True)
+    return relu_in_place(graph).to(memory_format=torch.channels_last)
 
 
 def _seconds(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> float:
@@ -74,7 +101,8 @@ def half_is_faster(network: nn.Module, input_shape) -> bool:
     """Whether ``network`` (one network, not a device container) computes in half precision on the
     device its parameters are on, for inputs ``[B, *input_shape[1:]]``: always on a GPU; never for an
     8-bit network on a CPU; otherwise when its half-precision form is measured at least
-    ``HALF_MARGIN`` times faster than its 32-bit form on ``CPU_BATCH`` clips."""
+    ``HALF_MARGIN`` times faster than its 32-bit form, on ``MEASURED_CLIPS`` clips (so that choosing
+    takes a fraction of a second also where half precision is slow)."""
     if next(network.parameters()).device.type != "cpu":
         return True
     if is_int8(network):
@@ -82,7 +110,7 @@ def half_is_faster(network: nn.Module, input_shape) -> bool:
     key = (type(network).__qualname__, tuple((name, tuple(p.shape)) for name, p in network.named_parameters()),
            tuple(input_shape[1:]), torch.get_num_threads())
     if key not in _decisions:
-        x = torch.randn(CPU_BATCH, *input_shape[1:]).half().contiguous(memory_format=torch.channels_last)
+        x = torch.randn(MEASURED_CLIPS, *input_shape[1:]).half().contiguous(memory_format=torch.channels_last)
         half_seconds = _seconds(cpu_form(network, half=True), x)
         float_seconds = _seconds(cpu_form(network, half=False), x.float())
         _decisions[key] = half_seconds * HALF_MARGIN < float_seconds

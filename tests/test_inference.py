@@ -57,8 +57,8 @@ def test_half_precision_only_where_clearly_faster(monkeypatch, half_seconds, flo
     network = stored_network()
     assert inference.half_is_faster(network, INPUT_SHAPE) is expected
     assert inference.half_is_faster(network, INPUT_SHAPE) is expected
-    # measured once, then remembered; on as many clips as a forward pass takes
-    assert calls == [(torch.float16, inference.CPU_BATCH), (torch.float32, inference.CPU_BATCH)]
+    # measured once, then remembered
+    assert calls == [(torch.float16, inference.MEASURED_CLIPS), (torch.float32, inference.MEASURED_CLIPS)]
 
 
 def test_the_cpu_forms_fold_batch_norm_in_32_bits_only_and_use_channels_last():
@@ -135,6 +135,31 @@ def test_the_container_computes_each_device_through_infer(monkeypatch):
         expected = plain_32_bit(system.get_model_for_device(device), features[i:i + 1])
         assert torch.allclose(logits[i:i + 1], expected, atol=1e-4)
     assert not torch.allclose(logits[0], logits[1], atol=1e-3)  # b has a model of its own
+
+
+def test_relu_overwrites_only_a_tensor_nothing_else_reads():
+    class Reuses(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.other, self.relu = nn.Conv2d(1, 4, 3), nn.Conv2d(1, 4, 3), nn.ReLU()
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = self.relu(self.other(x))  # the only reader of its convolution: in place
+            return (self.relu(y) + y + z).mean((2, 3))  # y is read after the ReLU: not in place
+
+    network = Reuses().eval()
+    form = inference.cpu_form(network, half=False)
+    in_place = [n for n in form.graph.nodes if n.target is torch.relu_]
+    assert len(in_place) == 1 and in_place[0].args[0].target == "other"
+    features = torch.randn(2, 1, 8, 8).half()
+    assert torch.allclose(inference.infer(network, features), plain_32_bit(network, features), atol=1e-6)
+    # CP-Mobile and CP-ResNet: every ReLU follows a batch norm (folded: a convolution) or a sum
+    for cls in (Network, CPResNet):
+        form = inference.cpu_form(stored_network(cls), half=True)
+        modules = dict(form.named_modules())
+        assert not any(n.op == "call_module" and isinstance(modules[n.target], nn.ReLU) for n in form.graph.nodes)
+        assert any(n.target is torch.relu_ for n in form.graph.nodes)
 
 
 def test_a_network_that_fx_cannot_trace_is_computed_unfolded():
