@@ -11,7 +11,11 @@
     themselves in the chosen dtype, whole groups at once (how evaluation computed before those copies);
 (e) the same batch one clip at a time in half precision, as the organisers' container does;
 (f) seconds to test the whole demo test split (both systems' final test uses this path).
-(a) and (b) alternate for --rounds rounds and the best of each counts (other load only slows a run).
+(a), (b) and (c) are the batch size over the median time of a training step (full batches; for (b)
+and (c) from the end of one batch to the end of the next, fetching included). (a) and (b) run
+interleaved, one step of each in turn, so that both see the same load: on a shared machine it
+changes from one second to the next, and the median leaves out the steps it slowed down. (d) to (e)
+are the fastest of repeated runs, for the same reason.
 Targets: (b)/(a) >= 0.95, (b) >= (c), (d)/(e) >= 5. Also prints the machine, where a training step's
 time goes in the in-memory loop and in Trainer.fit (Lightning's profiler), and the agreement of the
 predicted classes with the organisers' half precision on the demo test split (of --ckpt_id's system,
@@ -19,6 +23,7 @@ else of a freshly initialised one).
 """
 import copy
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -42,35 +47,79 @@ from models.frontend import LogMelFrontEnd  # noqa: E402
 from models.multi_device import MultiDeviceModel  # noqa: E402
 
 
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class InMemoryLoop:
+    """Training steps with the audio already in memory at 32 kHz: front end + network, nothing else."""
+
+    PARTS = ("front end + augmentation", "forward", "backward", "optimizer")
+
+    def __init__(self, args, waveforms, labels, device):
+        self.module = SceneClassifier(vars(args), input_sample_rate=args.sample_rate).to(device).train()
+        self.optimizer = torch.optim.AdamW(self.module.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+        self.waveforms, self.labels, self.device, self.batch_size = waveforms, labels, device, args.batch_size
+        self.parts = dict.fromkeys(self.PARTS, 0.0)  # seconds of each part, summed over the steps
+
+    def step(self, profile=False) -> float:
+        """One training step; its seconds."""
+        device, batch_size = self.device, self.batch_size
+        synchronize(device)
+        marks = [time.perf_counter()]
+        index = torch.randint(0, len(self.labels), (batch_size,))
+        x, y = self.waveforms[index].to(device), self.labels[index].to(device)
+        features, mix = self.module.augment(x, ["a"] * batch_size, self.module.frontend)
+        synchronize(device) if profile else None
+        marks.append(time.perf_counter())
+        loss = mix.cross_entropy(self.module.model(features), y)
+        synchronize(device) if profile else None
+        marks.append(time.perf_counter())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        synchronize(device) if profile else None
+        marks.append(time.perf_counter())
+        self.optimizer.step()
+        synchronize(device)
+        marks.append(time.perf_counter())
+        for name, (a, b) in zip(self.PARTS, zip(marks, marks[1:])):
+            self.parts[name] += b - a
+        return marks[-1] - marks[0]
+
+
 class StepTimer(L.Callback):
-    """Wall time of the training batches after the first ``warmup`` ones (data loading included)."""
+    """Seconds of the training steps of ``Trainer.fit`` after the first ``warmup`` ones, from the end of
+    one batch to the end of the next (fetching the batch and Lightning's loop included), full batches
+    only (an epoch's last batch can be smaller). With ``interleaved`` (an ``InMemoryLoop``) one of its
+    steps runs, timed on its own, after each step of the fit: both paths measured step by step under
+    the same load, which on a shared machine changes from one second to the next."""
 
-    def __init__(self, warmup):
-        self.warmup, self.start, self.clips = warmup, None, 0
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        if trainer.global_step == self.warmup:
-            self.start = time.perf_counter()
+    def __init__(self, warmup, batch_size, device, interleaved=None):
+        self.warmup, self.batch_size, self.device, self.interleaved = warmup, batch_size, device, interleaved
+        self.seconds, self.interleaved_seconds, self.last = [], [], None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if self.start is not None:
-            self.clips += len(batch[1])
-            self.end = time.perf_counter()
+        synchronize(self.device)
+        now = time.perf_counter()
+        if self.last is not None and trainer.global_step > self.warmup and len(batch[1]) == self.batch_size:
+            self.seconds.append(now - self.last)
+        if self.interleaved is not None:
+            seconds = self.interleaved.step()
+            if trainer.global_step > self.warmup:
+                self.interleaved_seconds.append(seconds)
+        self.last = time.perf_counter()
 
-    @property
-    def clips_per_second(self):
-        return self.clips / (self.end - self.start)
 
-
-def fit_throughput(args, dataset_dir, rows, cache, steps, warmup, accelerator, profiler=None):
-    """Training clips/s of ``Trainer.fit`` on real loaders (the path the scripts take)."""
+def fit_steps(args, dataset_dir, rows, cache, steps, warmup, accelerator, interleaved=None, profiler=None):
+    """The ``StepTimer`` of ``Trainer.fit`` on real loaders (the path the scripts take)."""
     module = SceneClassifier(vars(args), input_sample_rate=args.sample_rate if cache else None)
-    timer = StepTimer(warmup)
+    timer = StepTimer(warmup, args.batch_size, torch.device("cuda" if accelerator == "gpu" else "cpu"), interleaved)
     trainer = L.Trainer(max_steps=warmup + steps, accelerator=accelerator, devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[timer], limit_val_batches=0, profiler=profiler)
     trainer.fit(module, make_loader(dataset_dir, rows, args, train=True, cache=cache))
-    return timer.clips_per_second
+    return timer
 
 
 def fit_parts(profiler: SimpleProfiler) -> dict:
@@ -84,45 +133,8 @@ def fit_parts(profiler: SimpleProfiler) -> dict:
             "optimizer": step - forward - backward, "loop": batch - step}
 
 
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def in_memory_throughput(args, waveforms, labels, steps, warmup, device, profile):
-    """Training clips/s with the audio already in memory at 32 kHz; optionally the time per part."""
-    module = SceneClassifier(vars(args), input_sample_rate=args.sample_rate).to(device).train()
-    optimizer = torch.optim.AdamW(module.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    parts = dict.fromkeys(["front end + augmentation", "forward", "backward", "optimizer"], 0.0)
-    batch_size = args.batch_size
-    clips, start = 0, None
-    for step in range(warmup + steps):
-        if step == warmup:
-            synchronize(device)
-            start = time.perf_counter()
-            parts = dict.fromkeys(parts, 0.0)
-            clips = 0  # the warm-up steps are not timed, so their clips do not count
-        index = torch.randint(0, len(labels), (batch_size,))
-        x, y = waveforms[index].to(device), labels[index].to(device)
-        marks = [time.perf_counter()]
-        features, mix = module.augment(x, ["a"] * batch_size, module.frontend)
-        synchronize(device) if profile else None
-        marks.append(time.perf_counter())
-        loss = mix.cross_entropy(module.model(features), y)
-        synchronize(device) if profile else None
-        marks.append(time.perf_counter())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        synchronize(device) if profile else None
-        marks.append(time.perf_counter())
-        optimizer.step()
-        synchronize(device) if profile else None
-        marks.append(time.perf_counter())
-        for name, (a, b) in zip(parts, zip(marks, marks[1:])):
-            parts[name] += b - a
-        clips += batch_size
-    synchronize(device)
-    return clips / (time.perf_counter() - start), parts
+def clips_per_second(args, step_seconds) -> float:
+    return args.batch_size / statistics.median(step_seconds)
 
 
 def networks(system):
@@ -142,15 +154,24 @@ def with_forms(table):
     return lambda network, x: inference.run_form(table[network], x)
 
 
-def grouped_rate(system, features, devices, compute, device, repeats=3):
-    """Clips/s of the grouped device container on 16-bit ``features``, each group through ``compute``."""
-    system(features, devices, compute)  # warm-up (on a CPU it also makes the copies)
-    synchronize(device)
-    start = time.perf_counter()
+def best_seconds(action, device, repeats: int) -> float:
+    """The fastest of ``repeats`` timed runs of ``action``, after one untimed one (other load on the
+    machine only ever slows a run down)."""
+    action()
+    best = float("inf")
     for _ in range(repeats):
-        system(features, devices, compute)
-    synchronize(device)
-    return repeats * len(devices) / (time.perf_counter() - start)
+        synchronize(device)
+        start = time.perf_counter()
+        action()
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def grouped_rate(system, features, devices, compute, device, repeats=5):
+    """Clips/s of the grouped device container on 16-bit ``features``, each group through ``compute``
+    (the untimed first run also makes the copies on a CPU)."""
+    return len(devices) / best_seconds(lambda: system(features, devices, compute), device, repeats)
 
 
 @torch.no_grad()
@@ -169,13 +190,11 @@ def evaluation_throughput(device, input_shape):
     rates["plain"] = grouped_rate(copy.deepcopy(system).to(dtype), features.to(dtype), devices, None, device)
 
     n = 36 if device.type == "cpu" else 256  # half precision on a CPU can be slow: fewer clips
-    system.get_model_for_device(devices[0])(features[:1])  # warm-up; the organisers' container: clip by clip
-    synchronize(device)
-    start = time.perf_counter()
-    for i in range(n):
-        system.get_model_for_device(devices[i])(features[i:i + 1])
-    synchronize(device)
-    return rates, n / (time.perf_counter() - start), half
+
+    def clip_by_clip():  # the organisers' container
+        for i in range(n):
+            system.get_model_for_device(devices[i])(features[i:i + 1])
+    return rates, n / best_seconds(clip_by_clip, device, repeats=3), half
 
 
 @torch.no_grad()
@@ -239,9 +258,8 @@ def machine() -> str:
 def main():
     parser = build_parser("base", __doc__)
     own = parser.add_argument_group("benchmark")
-    own.add_argument("--steps", type=int, default=20, help="measured training steps per path")
+    own.add_argument("--steps", type=int, default=60, help="measured training steps per path")
     own.add_argument("--warmup", type=int, default=3, help="unmeasured training steps before them")
-    own.add_argument("--rounds", type=int, default=3, help="alternating rounds of (a) and (b); the best of each counts")
     own.add_argument("--ckpt_id", help="stage-2 run id or .ckpt path whose predicted classes are compared with half "
                                        "precision (default: a freshly initialised system)")
     args = parse_args(parser, ["--demo", *sys.argv[1:]])
@@ -262,30 +280,33 @@ def main():
         labels = torch.tensor([dcase25.CLASSES.index(s) for s in rows["scene_label"]])
         mb_per_1000 = cache.array.nbytes / len(cache.files) * 1000 / 2**20
 
-        # (a) and (b) alternate, the best of each counts: other load on the machine only slows a run down
-        a_rounds, b_rounds = [], []
-        for _ in range(args.rounds):
-            a_rounds.append(in_memory_throughput(args, waveforms, labels, args.steps, args.warmup, device,
-                                                 profile=False)[0])
-            b_rounds.append(fit_throughput(args, dataset_dir, rows, cache, args.steps, args.warmup, accelerator))
-        a, b = max(a_rounds), max(b_rounds)
+        # (a) and (b) step by step, interleaved in one fit (see StepTimer)
+        timer = fit_steps(args, dataset_dir, rows, cache, args.steps, args.warmup, accelerator,
+                          interleaved=InMemoryLoop(args, waveforms, labels, device))
+        a_steps, b_steps = timer.interleaved_seconds, timer.seconds
+        a, b = clips_per_second(args, a_steps), clips_per_second(args, b_steps)
         args.cache_dir = None
-        c = fit_throughput(args, dataset_dir, rows, None, args.steps, args.warmup, accelerator)
+        c = clips_per_second(args, fit_steps(args, dataset_dir, rows, None, args.steps, args.warmup, accelerator).seconds)
         args.cache_dir = cache_dir
         input_shape = LogMelFrontEnd(sample_rate=args.sample_rate).input_shape()
         rates, e, half = evaluation_throughput(device, input_shape)
         same, widest, n_agree = agreement(args, dataset_dir, test_cache, device, half)
         f, n_test = test_split_seconds(args, dataset_dir, test_cache, accelerator)
-        steps = max(5, args.steps // 2)
-        _, parts = in_memory_throughput(args, waveforms, labels, steps, args.warmup, device, profile=True)
+        steps = max(5, args.steps // 4)
+        loop = InMemoryLoop(args, waveforms, labels, device)
+        for step in range(args.warmup + steps):
+            if step == args.warmup:
+                loop.parts = dict.fromkeys(loop.parts, 0.0)  # the warm-up steps are not counted
+            loop.step(profile=True)
+        parts = loop.parts
         profiler = SimpleProfiler(dirpath=cache_dir, filename="fit_profile")  # its report goes to that file
-        fit_throughput(args, dataset_dir, rows, cache, steps, args.warmup, accelerator, profiler)
+        fit_steps(args, dataset_dir, rows, cache, steps, args.warmup, accelerator, profiler=profiler)
 
     d = rates["chosen"]
-    print(f"\nMachine: {machine()}; batch size {args.batch_size}, {loader_workers(args, cache)} loader workers, "
-          f"{args.steps} measured steps per path, best of {args.rounds} rounds for (a) and (b)")
-    print("Rounds (clips/s): (a) " + ", ".join(f"{x:.1f}" for x in a_rounds)
-          + "; (b) " + ", ".join(f"{x:.1f}" for x in b_rounds))
+    print(f"\nMachine: {machine()}; batch size {args.batch_size}, {loader_workers(args, cache)} loader workers; "
+          f"(a) and (b) interleaved step by step over {args.steps} steps, clips/s from the median step time")
+    spread = lambda seconds: f"{1000 * min(seconds):.0f}-{1000 * max(seconds):.0f} ms"  # noqa: E731
+    print(f"Steps of full batches: (a) {len(a_steps)}, {spread(a_steps)}; (b) {len(b_steps)}, {spread(b_steps)}")
     print(f"Audio cache: {mb_per_1000:.1f} MB per 1,000 clips (built in {build_seconds:.1f} s for {len(rows)} clips)\n")
     print("| measure | value |\n|---|---:|")
     print(f"| (a) training, in-memory 32 kHz tensors (ceiling) | {a:.1f} clips/s |")
