@@ -137,7 +137,8 @@ def test_the_container_computes_each_device_through_infer(monkeypatch):
     assert not torch.allclose(logits[0], logits[1], atol=1e-3)  # b has a model of its own
 
 
-def test_relu_overwrites_only_a_tensor_nothing_else_reads():
+def test_relu_overwrites_only_a_tensor_nothing_else_reads(monkeypatch):
+    monkeypatch.setattr(inference, "_seconds", timed(3.0, 1.0, []))  # 32 bits: compared with plain 32 bits
     class Reuses(nn.Module):
         def __init__(self):
             super().__init__()
@@ -148,7 +149,7 @@ def test_relu_overwrites_only_a_tensor_nothing_else_reads():
             z = self.relu(self.other(x))  # the only reader of its convolution: in place
             return (self.relu(y) + y + z).mean((2, 3))  # y is read after the ReLU: not in place
 
-    network = Reuses().eval()
+    network = Reuses().eval().half()
     form = inference.cpu_form(network, half=False)
     in_place = [n for n in form.graph.nodes if n.target is torch.relu_]
     assert len(in_place) == 1 and in_place[0].args[0].target == "other"
@@ -162,7 +163,8 @@ def test_relu_overwrites_only_a_tensor_nothing_else_reads():
         assert any(n.target is torch.relu_ for n in form.graph.nodes)
 
 
-def test_a_network_that_fx_cannot_trace_is_computed_unfolded():
+def test_a_network_that_fx_cannot_trace_is_computed_unfolded(monkeypatch):
+    monkeypatch.setattr(inference, "_seconds", timed(3.0, 1.0, []))  # 32 bits: compared with plain 32 bits
     class DataDependent(nn.Module):
         def __init__(self):
             super().__init__()
