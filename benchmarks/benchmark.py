@@ -198,7 +198,7 @@ def evaluation_throughput(device, input_shape):
 
 
 @torch.no_grad()
-def agreement(args, dataset_dir, cache, device, half):
+def agreement(args, dataset_dir, cache, device):
     """Predicted classes on the demo test split: evaluation's way (``infer``) and the other arithmetic,
     each against the organisers' way (the networks themselves in half precision), on the same 16-bit
     parameters and features. The system: ``--ckpt_id``, or a freshly initialised one (seed 0), whose
@@ -215,6 +215,7 @@ def agreement(args, dataset_dir, cache, device, half):
     # the run's front end, from the cache's rate (no augmentation is used: DIR's responses are not read)
     module = SceneClassifier({**config, "dir_p": 0.0}, model=system, input_sample_rate=args.sample_rate)
     frontend = module.frontend.to(device)
+    half = inference.half_is_faster(system.base_model, frontend.input_shape())
     ways = {"chosen": inference.infer, "other": with_forms(forms(system, not half, device))}
     same, widest = dict.fromkeys(ways, 0), dict.fromkeys(ways, 0.0)
     for start in range(0, len(rows), 256):
@@ -229,7 +230,7 @@ def agreement(args, dataset_dir, cache, device, half):
             if differ.any():  # how close the two best logits were where the classes differ
                 top2 = logits[differ].topk(2, dim=1).values
                 widest[name] = max(widest[name], float((top2[:, 0] - top2[:, 1]).max()))
-    return same, widest, len(rows)
+    return same, widest, len(rows), half
 
 
 def test_split_seconds(args, dataset_dir, cache, accelerator):
@@ -290,7 +291,7 @@ def main():
         args.cache_dir = cache_dir
         input_shape = LogMelFrontEnd(sample_rate=args.sample_rate).input_shape()
         rates, e, half = evaluation_throughput(device, input_shape)
-        same, widest, n_agree = agreement(args, dataset_dir, test_cache, device, half)
+        same, widest, n_agree, agreement_half = agreement(args, dataset_dir, test_cache, device)
         f, n_test = test_split_seconds(args, dataset_dir, test_cache, accelerator)
         steps = max(5, args.steps // 4)
         loop = InMemoryLoop(args, waveforms, labels, device)
@@ -323,7 +324,8 @@ def main():
           f"(d)/(e) = {d / e:.1f} (target >= 5)")
     system = f"system {args.ckpt_id}" if args.ckpt_id else "freshly initialised system (seed 0)"
     print(f"\nPredicted classes on the demo test split ({system}), against the networks themselves in half precision:")
-    for name, label in (("chosen", f"{chosen} (chosen)"), ("other", other)):
+    names = ("half precision", "32 bits")[::1 if agreement_half else -1]  # the chosen one first
+    for name, label in (("chosen", f"{names[0]} (chosen)"), ("other", names[1])):
         print(f"  {label}: {same[name]} of {n_agree} the same ({100 * same[name] / n_agree:.2f} %)"
               + (f"; where they differ, the two best logits lie at most {widest[name]:.2g} apart"
                  if same[name] < n_agree else ""))
