@@ -125,7 +125,8 @@ def fit_steps(args, dataset_dir, rows, cache, steps, warmup, accelerator, interl
 def fit_parts(profiler: SimpleProfiler) -> dict:
     """Milliseconds per training step in ``Trainer.fit`` by part, from Lightning's profiler."""
     def mean_ms(suffix, prefix=""):
-        durations = next(v for k, v in profiler.recorded_durations.items() if k.startswith(prefix) and k.endswith(suffix))
+        durations = next(v for name, v in profiler.recorded_durations.items()
+                         if name.startswith(prefix) and name.endswith(suffix))
         return 1000 * sum(durations) / len(durations)
     batch, step = mean_ms("run_training_batch"), mean_ms(".optimizer_step", "[LightningModule]")
     forward, backward = mean_ms(".training_step", "[Strategy]"), mean_ms(".backward", "[Strategy]")
@@ -137,6 +138,11 @@ def clips_per_second(args, step_seconds) -> float:
     return args.batch_size / statistics.median(step_seconds)
 
 
+def arithmetic_names(half: bool) -> tuple:
+    """(the chosen arithmetic, the other one) in words."""
+    return ("half precision", "32 bits") if half else ("32 bits", "half precision")
+
+
 def networks(system):
     return [system.base_model, *system.device_models.values()]
 
@@ -146,7 +152,8 @@ def forms(system, half: bool, device) -> dict:
     speed (``models/inference.py``), on a GPU the network itself in that dtype."""
     if device.type == "cpu":
         return {network: inference.cpu_form(network, half) for network in networks(system)}
-    return {network: copy.deepcopy(network).to(torch.float16 if half else torch.float32) for network in networks(system)}
+    dtype = torch.float16 if half else torch.float32
+    return {network: copy.deepcopy(network).to(dtype) for network in networks(system)}
 
 
 def with_forms(table):
@@ -287,7 +294,8 @@ def main():
         a_steps, b_steps = timer.interleaved_seconds, timer.seconds
         a, b = clips_per_second(args, a_steps), clips_per_second(args, b_steps)
         args.cache_dir = None
-        c = clips_per_second(args, fit_steps(args, dataset_dir, rows, None, args.steps, args.warmup, accelerator).seconds)
+        organisers = fit_steps(args, dataset_dir, rows, None, args.steps, args.warmup, accelerator)
+        c = clips_per_second(args, organisers.seconds)
         args.cache_dir = cache_dir
         input_shape = LogMelFrontEnd(sample_rate=args.sample_rate).input_shape()
         rates, e, half = evaluation_throughput(device, input_shape)
@@ -313,7 +321,7 @@ def main():
     print(f"| (a) training, in-memory 32 kHz tensors (ceiling) | {a:.1f} clips/s |")
     print(f"| (b) training, project path from the data folder, cache on | {b:.1f} clips/s |")
     print(f"| (c) training, organisers' path (decode + resample every epoch) | {c:.1f} clips/s |")
-    chosen, other = ("half precision", "32 bits") if half else ("32 bits", "half precision")
+    chosen, other = arithmetic_names(half)
     made = "copies made for speed, " if device.type == "cpu" else ""
     print(f"| (d) evaluation, grouped container, 9 devices mixed, {made}in {chosen} (chosen here) | {d:.1f} clips/s |")
     print(f"| (d') the same in {other} (not chosen) | {rates['other']:.1f} clips/s |")
@@ -324,8 +332,8 @@ def main():
           f"(d)/(e) = {d / e:.1f} (target >= 5)")
     system = f"system {args.ckpt_id}" if args.ckpt_id else "freshly initialised system (seed 0)"
     print(f"\nPredicted classes on the demo test split ({system}), against the networks themselves in half precision:")
-    names = ("half precision", "32 bits")[::1 if agreement_half else -1]  # the chosen one first
-    for name, label in (("chosen", f"{names[0]} (chosen)"), ("other", names[1])):
+    agreement_chosen, agreement_other = arithmetic_names(agreement_half)
+    for name, label in (("chosen", f"{agreement_chosen} (chosen)"), ("other", agreement_other)):
         print(f"  {label}: {same[name]} of {n_agree} the same ({100 * same[name] / n_agree:.2f} %)"
               + (f"; where they differ, the two best logits lie at most {widest[name]:.2g} apart"
                  if same[name] < n_agree else ""))

@@ -8,7 +8,7 @@ on the network itself in half precision. On a CPU a copy of the network made for
 - at most ``CPU_BATCH`` clips at a time (on the Intel Xeon of the README's figures 256 clips at once
   were 2-3x slower per clip than 32: the larger activations fall out of the caches);
 - with each ReLU overwriting the tensor it follows where nothing else reads that tensor (no new
-  tensor to allocate and fill: a third of CP-Mobile's time on 2 cores went to ReLU);
+  tensor to allocate and fill: a third of CP-Mobile's time on 2 cores of the Intel Xeon went to ReLU);
 - in the faster arithmetic of the machine: 32 bits on the stored values, with each batch norm folded
   into the convolution before it (torch.fx's conv/batch-norm fusion, exact to 32-bit rounding: one
   pass over the activations less per layer), or half precision on the stored values themselves
@@ -54,7 +54,7 @@ FRESH_OUTPUT_FUNCTIONS = (operator.add, torch.add)
 def relu_in_place(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """Let every ReLU of ``graph`` that is the only user of a fresh tensor (the output of a convolution,
     a batch norm or a sum) overwrite it rather than write a new one (changed in place): the same values,
-    one tensor less to allocate and fill (on 2 CPU cores CP-Mobile spent a third of its time in ReLU)."""
+    one tensor less to allocate and fill (see the module docstring)."""
     modules = dict(graph.named_modules())
     for node in graph.graph.nodes:
         is_relu = ((node.op == "call_module" and type(modules[node.target]) is nn.ReLU)
