@@ -4,14 +4,13 @@ r"""Export a trained run as a DCASE 2025 Task 1 submission: the organisers' 2025
         --submission_index 1 [--out_dir submissions]
 
 writes (or extends) the package folder <out_dir>/<submission_name>/; install it with pip and check it
-with its test_complexity.py and evaluate_submission.py before submitting (see README).
+with its test_complexity.py and evaluate_submission.py before submitting (docs/submission.md).
 """
 import sys
 
-from dataset.errors import DataError
-from helpers.checkpoints import CheckpointError
-from helpers.cli import StrictParser
-from helpers.submission import ExportError, export_submission
+from dataset.command_line import StrictParser
+from dataset.errors import UserError
+from helpers.outputs.submission import export_submission
 
 
 def build_parser():
@@ -36,7 +35,7 @@ def main(argv=None):
     try:
         package_dir = export_submission(args.ckpt_id, args.submission_name, args.submission_index, args.out_dir,
                                         args.project_name, args.split_dir, args.overwrite)
-    except (ExportError, CheckpointError, DataError) as err:
+    except UserError as err:
         sys.exit(f"error: {err}")
     print(f"Package folder: {package_dir}  (pip install {package_dir}; then run its test_complexity.py and "
           "evaluate_submission.py)")

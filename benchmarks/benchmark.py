@@ -37,11 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import dcase25  # noqa: E402
 from dataset.demo import is_complete, write_demo_dataset  # noqa: E402
-from helpers.cli import build_parser, parse_args  # noqa: E402
-from helpers.experiment import available_cpus, loader_workers, make_loader, open_cache  # noqa: E402
-from helpers.checkpoints import hyper_parameters, load_device_system  # noqa: E402
+from helpers.setup.checkpoints import hyper_parameters  # noqa: E402
+from helpers.setup.data import available_cpus, loader_workers, make_loader, open_cache  # noqa: E402
+from helpers.setup.flags import build_parser, parse_args  # noqa: E402
+from helpers.setup.model_loader import load_device_system  # noqa: E402
+from helpers.training.module import SceneClassifier  # noqa: E402
 from models import inference  # noqa: E402
-from models.asc_module import SceneClassifier, store_as_submitted  # noqa: E402
 from models.cp_mobile import Network  # noqa: E402
 from models.frontend import LogMelFrontEnd  # noqa: E402
 from models.multi_device import MultiDeviceModel  # noqa: E402
@@ -214,7 +215,7 @@ def agreement(args, dataset_dir, cache, device):
     if args.ckpt_id:
         system, checkpoint, _ = load_device_system(args.ckpt_id, args.project_name, allow_general=True)
         config = hyper_parameters(checkpoint)
-        store_as_submitted(system)
+        inference.store_for_submission(system)
     else:
         torch.manual_seed(0)
         system, config = MultiDeviceModel(Network(), dcase25.TRAIN_DEVICES).half(), vars(args)

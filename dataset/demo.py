@@ -484,7 +484,7 @@ def _scaled(count: int, scale: float) -> int:
 
 def _locations() -> dict[tuple[str, str], list[tuple[str, int]]]:
     """(scene, part) -> [(city, location id)]; ids are unique within a city."""
-    next_id = {city: 0 for city in CITIES}
+    next_id = dict.fromkeys(CITIES, 0)
     plan = {}
     for scene_index, scene in enumerate(SCENES):
         for part_index, (part, count) in enumerate(
@@ -665,7 +665,7 @@ def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = Fa
 
 
 def main(argv=None) -> None:
-    from helpers.cli import StrictParser  # flags written in full, with a hint for a mistyped one
+    from dataset.command_line import StrictParser  # flags written in full, with a hint for a mistyped one
     parser = StrictParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_data", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the generator")

@@ -1,5 +1,10 @@
-"""The error for problems with the data on disk (kept apart so that every data module can raise it)."""
+"""The errors a user has to fix (bad data, a missing file, a wrong flag): the scripts print their
+message, which says what to do, instead of a traceback."""
 
 
-class DataError(RuntimeError):
-    """A problem with the data on disk that the user has to fix; the message says how."""
+class UserError(RuntimeError):
+    """A problem the user has to fix; the message names the file or flag and says what to do."""
+
+
+class DataError(UserError):
+    """A problem with the data on disk."""

@@ -1,17 +1,18 @@
-"""Redraw the result figures of a finished run from its ``results.json``, without the audio:
+"""Redraw the result figures of a finished run from its results.json, without the audio:
 
-    python -m helpers.figures RUN_ID_OR_FOLDER [--project_name P] [--out_dir DIR] [--only NAME ...]
+    python -m helpers.figures abcd1234                                   # into the run's folder
+    python -m helpers.figures abcd1234 --out_dir docs --only accuracy_map_difference
 
-The figures are those of the final test (see ``helpers.plots``): ``confusion_<system>.png``,
-``accuracy_map_<system>.png`` and, for a stage-2 run, ``accuracy_map_difference.png``.
+The figures are those of the final test (helpers/outputs/drawing.py): confusion_<system>.png,
+accuracy_map_<system>.png and, for a stage-2 run, accuracy_map_difference.png.
 """
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
+from dataset.command_line import StrictParser
 from helpers.files import atomic_path
-from helpers.reporting import find_run_dir, read_results, write_figures
+from helpers.outputs.results import find_run_dir, read_results, write_figures
 
 
 def redraw(run_or_folder, project_name="DCASE25_Task1", out_dir=None, only=None) -> list:
@@ -40,7 +41,7 @@ def redraw(run_or_folder, project_name="DCASE25_Task1", out_dir=None, only=None)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = StrictParser(description=__doc__)
     parser.add_argument("run", help="run id (under --project_name) or run folder")
     parser.add_argument("--project_name", default="DCASE25_Task1", help="folder of the runs")
     parser.add_argument("--out_dir", default=None, help="where to write the PNG files (default: the run's folder)")

@@ -1,14 +1,16 @@
-"""Write the teacher file for knowledge distillation, from one run or an ensemble of runs.
+"""Write the teacher file for knowledge distillation, from one run or an ensemble of runs:
 
-    python -m helpers.teacher_logits RUN [RUN ...] --out teacher_logits.tsv --dataset_dir DIR
-    python -m helpers.teacher_logits RUN [RUN ...] --out teacher_logits.tsv --demo
+    python -m helpers.teacher_logits teacher1 teacher2 --dataset_dir DIR --out teachers.tsv
+    python -m helpers.teacher_logits RUN [RUN ...] --demo --out teacher_logits.tsv
 
 RUN is a run id (or .ckpt path) of train_base.py, a general teacher (every clip through its
 model), or of train_device_specific.py, a device-specific teacher (every clip through its
-device's model, other devices through the general model). Each run's network and front end come
-from its checkpoint. The logits of every clip of the 25 % split and of the development-test
-split are computed once, in evaluation mode (no augmentation) in 32-bit floats, and averaged over
-the runs. The file's format is in helpers/distillation.py and the README.
+device's model, other devices through the general model). Each run's network and its own front end
+come from its checkpoint, so runs of different networks (PaSST, CP-ResNet, CP-Mobile) form one
+ensemble; the clips go through in batches of --batch_size, on a GPU when there is one. The logits
+of every clip of the 25 % split and of the development-test split are computed once, in evaluation
+mode (no augmentation) in 32-bit floats, and averaged over the runs. The file's format:
+helpers/training/teacher_file.py and docs/distillation.md.
 """
 import argparse
 from pathlib import Path
@@ -17,13 +19,14 @@ import pandas as pd
 import torch
 
 from dataset.dcase25 import CLASSES, test_rows, training_rows
-from helpers.checkpoints import hyper_parameters, load_checkpoint, load_device_system, resolve_checkpoint
-from helpers.cli import build_parser, parse_args
-from helpers.distillation import TeacherLogits
-from helpers.experiment import (check_audio, input_sample_rate, make_loader, open_cache, prepare_dataset_dir,
-                                run_cli, say)
-from helpers.metrics import SceneDeviceAccuracy
-from models.asc_module import SceneClassifier
+from helpers.setup.checkpoints import hyper_parameters, load_checkpoint, resolve_checkpoint
+from helpers.setup.console import rank_zero_print, run_cli
+from helpers.setup.data import check_audio, input_sample_rate, make_loader, open_cache, prepare_dataset_dir
+from helpers.setup.flags import build_parser, parse_args
+from helpers.setup.model_loader import load_device_system
+from helpers.training.metrics import SceneDeviceAccuracy
+from helpers.training.module import SceneClassifier
+from helpers.training.teacher_file import TeacherLogits
 
 
 def build_parser_teacher():
@@ -36,16 +39,16 @@ def build_parser_teacher():
 
 
 def load_teacher(run, args) -> SceneClassifier:
-    """The run's model (general, or device-specific container) in evaluation mode, with the network
-    and front-end flags it was trained with; audio arrives as this command's loaders deliver it."""
+    """The run's model (general, or device-specific container) in evaluation mode, on a GPU when there is
+    one, with the network and its front end as trained; audio arrives as this command's loaders deliver it."""
     path = resolve_checkpoint(str(run), args.project_name)
-    config = argparse.Namespace(**{**vars(args), **hyper_parameters(load_checkpoint(path))})
+    config = argparse.Namespace(**{**vars(args), **hyper_parameters(load_checkpoint(path, mmap=True))})
     # the network (any registered one) is rebuilt from the checkpoint alone
     system, _, _ = load_device_system(path, args.project_name, allow_general=True)
     module = SceneClassifier(vars(config), model=system, input_sample_rate=input_sample_rate(args))
     kind = f"device models {', '.join(system.device_models)}" if len(system.device_models) else "general model"
-    say(f"Teacher {run}: {path} ({kind}).")
-    return module.float().eval()
+    rank_zero_print(f"Teacher {run}: {path} ({kind}).")
+    return module.float().eval().to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @torch.no_grad()

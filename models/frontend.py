@@ -1,4 +1,6 @@
-"""Front end: resampling and log-mel, in torch/torchaudio (the augmentations are in ``models/augmentation.py``)."""
+"""Front end: resampling and log-mel, in torch/torchaudio (the augmentations: helpers/training/augmentation.py)."""
+import inspect
+
 import torch
 import torchaudio
 from torch import nn
@@ -7,9 +9,9 @@ from torch import nn
 class LogMelFrontEnd(nn.Module):
     """Waveform ``[B, 1, samples]`` at ``orig_sample_rate`` -> log-mel ``[B, 1, n_mels, frames]``.
 
-    It runs inside the LightningModule so that resampling and the STFT use the accelerator. In
-    training, ``TrainingAugmentation`` calls its two halves, ``mel_power`` and ``log``, and masks
-    the mel power in between.
+    It runs inside the LightningModule so that resampling and the STFT use the accelerator. Every front
+    end has two halves: ``spectrogram`` (here the mel power) and ``finish`` (here the log); in training
+    ``TrainingAugmentation`` masks the spectrogram in between, as the organisers mask the mel power.
     """
 
     def __init__(self, orig_sample_rate=44100, sample_rate=32000, window_length=3072, hop_length=500,
@@ -22,10 +24,14 @@ class LogMelFrontEnd(nn.Module):
             n_mels=n_mels, f_min=f_min, f_max=f_max)
 
     @classmethod
-    def from_args(cls, args) -> "LogMelFrontEnd":
-        return cls(orig_sample_rate=args.orig_sample_rate, sample_rate=args.sample_rate,
-                   window_length=args.window_length, hop_length=args.hop_length, n_fft=args.n_fft,
-                   n_mels=args.n_mels, f_min=args.f_min, f_max=args.f_max)
+    def from_settings(cls, settings: dict, orig_sample_rate: int = None) -> "LogMelFrontEnd":
+        """From the front-end flags in ``settings`` (any others are ignored; a missing one keeps its default),
+        for audio at ``orig_sample_rate`` (default: the settings')."""
+        defaults = inspect.signature(cls.__init__).parameters
+        values = {name: settings.get(name, p.default) for name, p in defaults.items() if name != "self"}
+        if orig_sample_rate is not None:
+            values["orig_sample_rate"] = orig_sample_rate
+        return cls(**values)
 
     def input_shape(self, seconds: float = 1.0) -> tuple:
         """The network's input shape for one clip of ``seconds`` (centred STFT frames)."""
@@ -33,13 +39,15 @@ class LogMelFrontEnd(nn.Module):
         return (1, 1, self.mel.n_mels, frames)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        return self.log(self.mel_power(waveform))
+        return self.finish(self.spectrogram(waveform))
 
-    def mel_power(self, waveform: torch.Tensor) -> torch.Tensor:
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The mel power, in which training masks (before the log)."""
         if waveform.dim() == 2:  # [B, samples] -> [B, 1, samples]
             waveform = waveform.unsqueeze(1)
         return self.mel(self.resample(waveform))
 
     @staticmethod
-    def log(mel: torch.Tensor) -> torch.Tensor:
+    def finish(mel: torch.Tensor) -> torch.Tensor:
+        """The log of the mel power."""
         return (mel + 1e-5).log()

@@ -1,26 +1,12 @@
-"""How a network with 16-bit parameters is computed at inference: the final test, ``--evaluate`` and the
-exported package all call ``infer``.
+"""How a network is stored and computed at inference: ``store_for_submission`` puts it into the form
+the rules count (16-bit parameters, or int8 convolution weights for an 8-bit network), and ``infer``
+computes it; the final test, ``--evaluate`` and the exported package use both.
 
-The rules store parameters as 16-bit floats; how a machine computes on them is free. A GPU computes
-on the network itself in half precision. On a CPU a copy of the network made for speed computes it:
-
-- in channels-last memory, the layout oneDNN's convolutions work in (no reordering around each one);
-- at most ``CPU_BATCH`` clips at a time (on the Intel Xeon of the README's figures 256 clips at once
-  were 2-3x slower per clip than 32: the larger activations fall out of the caches);
-- with each ReLU overwriting the tensor it follows where nothing else reads that tensor (no new
-  tensor to allocate and fill: a third of CP-Mobile's time on 2 cores of the Intel Xeon went to ReLU);
-- in the faster arithmetic of the machine: 32 bits on the stored values, with each batch norm folded
-  into the convolution before it (torch.fx's conv/batch-norm fusion, exact to 32-bit rounding: one
-  pass over the activations less per layer), or half precision on the stored values themselves
-  (unfolded: folding would round the folded weights to 16 bits once more). CPUs differ: on some
-  (the AMD EPYC of the README) 16-bit convolutions are many times slower than 32-bit ones, on others
-  (Intel Xeons with AVX-512 FP16) they are as fast or faster. So both are measured on the network
-  itself, once per process, network shape, input shape and thread count; half precision is chosen
-  only when ``HALF_MARGIN`` times faster, so a machine where both are alike keeps one choice.
-
-The ways differ only in rounding: the classes agree except where two logits lie within 16-bit
-rounding of each other (the benchmark reports the agreement on the demo test split). An 8-bit
-network computes in 32 bits, where its int8 codes are exact (models/quantization.py).
+A GPU computes the network itself in half precision. On a CPU a copy made for speed computes it:
+channels-last memory, ``CPU_BATCH`` clips at a time, ReLUs in place, and the faster of two
+arithmetics on the stored values, measured once per process: 32 bits with batch norm folded into the
+convolution before it, or half precision (chosen only when ``HALF_MARGIN`` times faster). The ways
+differ only in rounding. Measurements and the reasons: docs/speed.md.
 """
 import copy
 import itertools
@@ -33,17 +19,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.quantization import compute_dtype, is_int8
+from models.quantization import compute_dtype, is_int8, is_qat, quantize_to_int8
 
 with warnings.catch_warnings():  # the module's TorchScript helpers warn that TorchScript is deprecated; fuse is fx
     warnings.simplefilter("ignore", DeprecationWarning)
     from torch.fx.experimental.optimization import fuse
 
-CPU_BATCH = 32  # clips per forward pass on a CPU (see the module docstring)
+CPU_BATCH = 32  # clips per forward pass on a CPU (256 at once were 2-3x slower per clip)
 HALF_MARGIN = 1.25  # on a CPU, half precision must be at least this much faster to be chosen
 MEASURED_CLIPS = 8  # clips per timed forward pass when choosing
 _decisions = {}  # (network shape, input shape, threads) -> whether half precision is faster on this CPU
 _forms = weakref.WeakKeyDictionary()  # network -> (the values it was made from, half?, the copy computing it)
+
+
+def store_for_submission(model: nn.Module) -> nn.Module:
+    """Put ``model`` (in place) into the form it is tested and submitted in, and return it: a
+    quantisation-aware model becomes its int8 model (models/quantization.py), and every floating-point
+    parameter and buffer is stored as a 16-bit float (int8 ones stay int8), as the memory limit counts."""
+    if is_qat(model):
+        quantize_to_int8(model)
+    return model.half()
 
 
 # a module or function whose output is a tensor of its own, which a ReLU after it may overwrite

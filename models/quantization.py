@@ -30,8 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.ao.nn import qat as nnqat
-from torch.ao.quantization import (FakeQuantize, MovingAveragePerChannelMinMaxObserver, QConfig, disable_observer,
-                                   enable_observer)
+from torch.ao.quantization import (
+    FakeQuantize,
+    MovingAveragePerChannelMinMaxObserver,
+    QConfig,
+    disable_observer,
+    enable_observer,
+)
 
 QUANTIZE_CHOICES = ("int8",)
 INT8_MAX = 127  # symmetric codes -127..127: a sign flip of a channel keeps its codes (no lone -128)

@@ -6,6 +6,10 @@ use the decorator are found and imported on first use, so a new file is all it t
 else lists the networks. Fields of the config made with ``flag(default, help)`` become
 command-line flags ``--<field>`` (see ``helpers/cli.py``).
 
+A network may bring its own front end (a class method ``frontend(settings, input_sample_rate)``; the
+others take the log-mel front end of the front-end flags) and its starting weights (a method
+``load_pretrained_weights()``, called when stage 1 starts a network afresh).
+
 The exported submission package carries this module too and builds its network here by name.
 """
 import ast
@@ -13,11 +17,17 @@ import dataclasses
 import importlib
 from pathlib import Path
 
+from models.frontend import LogMelFrontEnd
 from models.quantization import is_int8, is_qat
 
 DEFAULT_NETWORK = "cp_mobile"
 _NETWORKS = {}  # name -> network class (with .network_name and .config_class)
 _discovered = False
+
+
+class NetworkError(RuntimeError):
+    """A network that cannot be built or started as asked (a package missing, a weights file that does not
+    fit, weights that cannot be downloaded); the message says what to do."""
 
 
 def flag(default, help: str):
@@ -113,6 +123,16 @@ def make_config(name: str, settings: dict = None):
 def build_network(name: str, settings: dict = None):
     """A fresh network ``name`` with the config made from ``settings``."""
     return network_class(name)(make_config(name, settings))
+
+
+def build_frontend(name: str, settings: dict, input_sample_rate: int = None):
+    """The front end of network ``name`` for audio that arrives at ``input_sample_rate`` (default: the
+    settings' ``orig_sample_rate``): the network's own, else the log-mel front end of ``settings``."""
+    rate = input_sample_rate or settings.get("orig_sample_rate") or 44100
+    cls = network_class(name)
+    if hasattr(cls, "frontend"):
+        return cls.frontend(settings, rate)
+    return LogMelFrontEnd.from_settings(settings, rate)
 
 
 def network_record(model) -> dict:

@@ -12,14 +12,14 @@ sys.path.insert(0, str(ROOT))
 
 import train_base  # noqa: E402
 import train_device_specific  # noqa: E402
-from helpers.cli import build_parser  # noqa: E402
-from helpers.experiment import run_cli  # noqa: E402
-from helpers.submission import export_submission  # noqa: E402
+from helpers.outputs.submission import export_submission  # noqa: E402
+from helpers.setup.console import run_cli  # noqa: E402
+from helpers.setup.flags import parse_args, stage1_parser  # noqa: E402
 
 
 def main(extra):
     start = time.time()
-    flags = build_parser("base", "").parse_args(["--demo", *extra])
+    flags = parse_args(stage1_parser(""), ["--demo", *extra])
     demo_dir = flags.demo_dir
     print("=== Stage 1: the general model ===")
     general_run, _ = train_base.main(["--demo", *extra])
@@ -33,7 +33,7 @@ def main(extra):
                                     project_name=flags.project_name, overwrite=True)
     print(f"\nDemo finished in {(time.time() - start) / 60:.1f} min. "
           f"Stage-1 run {general_run}, stage-2 run {system_run}; predictions: {output_csv}; "
-          f"submission package: {package_dir.resolve()} (see README, 'Exporting a submission')")
+          f"submission package: {package_dir.resolve()} (see docs/submission.md)")
 
 
 if __name__ == "__main__":

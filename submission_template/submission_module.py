@@ -182,5 +182,5 @@ def predict(file_paths: List[str], device_ids: List[str], model_file_path: Optio
 def result_figures(title: str, confusion: dict, classes: List[str], devices: List[str], device_groups: dict) -> dict:
     """Figures of a test (confusion matrix, class x device accuracy map) from confusion counts, drawn
     by the training system's plotting module; raises ImportError without matplotlib."""
-    from .helpers.plots import result_figures as draw  # imported here: matplotlib is optional at inference
+    from .helpers.outputs.drawing import result_figures as draw  # imported here: matplotlib is optional at inference
     return draw(title, confusion, classes, devices, device_groups)

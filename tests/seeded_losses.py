@@ -21,9 +21,9 @@ if str(REPO) not in sys.path:
 
 from dataset.dcase25 import training_rows  # noqa: E402
 from dataset.demo import write_demo_dataset  # noqa: E402
-from helpers.cli import build_parser, parse_args  # noqa: E402
-from helpers.experiment import input_sample_rate, make_loader, open_cache  # noqa: E402
-from models.asc_module import SceneClassifier  # noqa: E402
+from helpers.setup.data import input_sample_rate, make_loader, open_cache  # noqa: E402
+from helpers.setup.flags import build_parser, parse_args  # noqa: E402
+from helpers.training.module import SceneClassifier  # noqa: E402
 
 DEMO_SCALE = 0.05  # 80 training clips: 5 steps of 16 per epoch
 # a narrow network and a small front end keep it fast; the augmentations are what is compared. The

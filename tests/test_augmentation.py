@@ -17,15 +17,23 @@ from dataset.audio import load_audio
 from dataset.demo import write_demo_impulse_responses, write_wav
 from dataset.errors import DataError
 from dataset.impulse_responses import load_impulse_responses
-from helpers.cli import build_parser, parse_args
-from models.asc_module import SceneClassifier
-from models.augmentation import (Mix, TrainingAugmentation, check_augmentation_flags, convolve_devices, mixstyle,
-                                 mixup, roll_clips)
+from helpers.setup.flags import build_parser, parse_args
+from helpers.training.augmentation import (
+    Mix,
+    TrainingAugmentation,
+    check_augmentation_flags,
+    convolve_devices,
+    mixstyle,
+    mixup,
+    roll_clips,
+)
+from helpers.training.losses import label_loss
+from helpers.training.module import SceneClassifier
 from models.frontend import LogMelFrontEnd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import seeded_losses  # noqa: E402  (the recording script: tests/seeded_losses.py)
-from conftest import SHARED_DATA  # noqa: E402
+from conftest import DEMO_SCALE, SHARED_DATA  # noqa: E402
 
 LOG_FLOOR = math.log(1e-5)
 
@@ -43,8 +51,9 @@ RECORDED_LOSSES = {
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return seeded_losses.demo_dir(tmp_path_factory.mktemp("augmentation"))
+def demo(demo_dir):
+    assert seeded_losses.DEMO_SCALE == DEMO_SCALE  # the losses were recorded on this demo set
+    return demo_dir
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +80,8 @@ def rng_untouched(action):
 
 # --- 1. the unchanged default ---
 
-@pytest.mark.parametrize("setting", sorted(RECORDED_LOSSES))
+@pytest.mark.parametrize("setting", [pytest.param(s, marks=pytest.mark.slow) if "worker" in s else s
+                                     for s in sorted(RECORDED_LOSSES)])  # a DataLoader worker: seconds more
 def test_seeded_losses_equal_those_recorded_before_the_move(demo, tmp_path, setting):
     losses = seeded_losses.seeded_losses(demo, setting, tmp_path / "cache")
     # bit-identical on the machine that recorded them; the tolerance only allows for other CPUs' kernels
@@ -83,7 +93,8 @@ def test_seeded_losses_equal_those_recorded_before_the_move(demo, tmp_path, sett
 def test_new_augmentations_are_off_by_default_and_draw_nothing(waveforms):
     for stage in ("base", "device"):
         args = flags(stage=stage)
-        assert (args.dir_dir, args.dir_p, args.dir_devices, args.mixup_alpha, args.mixup_p) == (None, 0.0, ["a"], 0.0, 1.0)
+        new_flags = (args.dir_dir, args.dir_p, args.dir_devices, args.mixup_alpha, args.mixup_p)
+        assert new_flags == (None, 0.0, ["a"], 0.0, 1.0)
     augment = TrainingAugmentation.from_args(flags("--roll_sec", "0", "--freqm", "0", "--mixstyle_p", "0"), 44100)
     frontend = LogMelFrontEnd()
     result = {}
@@ -103,10 +114,10 @@ def test_order_is_roll_dir_mixup_front_end_masking_log_mixstyle(waveforms, respo
     x = roll_clips(waveforms, 4410)
     x = convolve_devices(x, devices, augment.responses, 0.7, ("a",))
     x, expected_mix = mixup(x, 0.4, 1.0)
-    mel = frontend.mel_power(x)
+    mel = frontend.spectrogram(x)
     mel = torchaudio.transforms.TimeMasking(10, iid_masks=True)(
         torchaudio.transforms.FrequencyMasking(48, iid_masks=True)(mel))
-    expected = mixstyle(frontend.log(mel), 1.0, 0.3)
+    expected = mixstyle(frontend.finish(mel), 1.0, 0.3)
     assert torch.equal(features, expected)
     assert torch.equal(mix.partner, expected_mix.partner) and torch.equal(mix.weight, expected_mix.weight)
 
@@ -385,14 +396,15 @@ def test_mix_targets_mix_labels_and_teacher_probabilities_like_a_direct_implemen
 def test_mixed_label_loss_equals_a_direct_implementation(pairing):
     labels = torch.tensor([0, 3, 9, 3, 1, 5, 5, 2])
     logits = torch.randn(8, 10, generator=torch.Generator().manual_seed(9))
-    loss = pairing.cross_entropy(logits, labels)
+    loss = label_loss(logits, labels, pairing)
     log_p = torch.log_softmax(logits, dim=1)
-    direct = sum(-(pairing.weight[i] * log_p[i, labels[i]] + (1 - pairing.weight[i]) * log_p[i, labels[pairing.partner[i]]])
+    weight, partner = pairing.weight, pairing.partner
+    direct = sum(-(weight[i] * log_p[i, labels[i]] + (1 - weight[i]) * log_p[i, labels[partner[i]]])
                  for i in range(8)) / 8
     assert loss.item() == pytest.approx(direct.item(), rel=1e-6)
     soft = F.cross_entropy(logits, pairing.targets(F.one_hot(labels, 10).float()))  # the same via mixed targets
     assert loss.item() == pytest.approx(soft.item(), rel=1e-6)
-    assert torch.equal(Mix().cross_entropy(logits, labels), F.cross_entropy(logits, labels))
+    assert torch.equal(label_loss(logits, labels, Mix()), F.cross_entropy(logits, labels))
 
 
 def test_mixup_mixes_the_waveforms_with_the_pairing_it_returns(waveforms):
@@ -409,7 +421,7 @@ def test_mixup_probability_per_clip_and_off_draws_nothing():
     _, mix = mixup(clips, 0.3, 0.4)
     assert 120 < int((mix.weight < 1).sum()) < 200  # about 160 of 400 mixed
     for alpha, p in ((0.0, 1.0), (0.3, 0.0)):
-        assert rng_untouched(lambda: mixup(clips, alpha, p))
+        assert rng_untouched(lambda alpha=alpha, p=p: mixup(clips, alpha, p))
         out, off = mixup(clips, alpha, p)
         assert torch.equal(out, clips) and off.partner is None
 

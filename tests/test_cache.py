@@ -10,20 +10,19 @@ import torchaudio
 from torch.utils.data import DataLoader
 
 from dataset import cache as cache_module
-from dataset.cache import AudioCache
 from dataset import dcase25
 from dataset.audio import load_audio
-from dataset.dcase25 import AudioDataset, training_rows
-from dataset.demo import write_demo_dataset
-from helpers.cli import build_parser
-from helpers.experiment import input_sample_rate, make_loader
-from models.augmentation import TrainingAugmentation
+from dataset.cache import AudioCache
+from dataset.dcase25 import AudioDataset
+from helpers.setup.data import input_sample_rate, make_loader
+from helpers.setup.flags import build_parser
+from helpers.training.augmentation import TrainingAugmentation
 from models.frontend import LogMelFrontEnd
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("cache") / "demo", scale=0.05)
+def demo(demo_dir):
+    return demo_dir
 
 
 @pytest.fixture

@@ -12,8 +12,17 @@ import torch
 
 from dataset import dcase25, validation
 from dataset.audio import load_audio
-from dataset.dcase25 import (CLASSES, DATASET_DIR_ENV, SPLIT_URL, AudioDataset, DataError,
-                             resolve_dataset_dir, select_split, split_file, training_rows)
+from dataset.dcase25 import (
+    CLASSES,
+    DATASET_DIR_ENV,
+    SPLIT_URL,
+    AudioDataset,
+    DataError,
+    resolve_dataset_dir,
+    select_split,
+    split_file,
+    training_rows,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from helpers.checkpoints import (CheckpointError, load_checkpoint, load_weights, resolve_checkpoint,
-                                 save_checkpoint, split_state_dict)
-from helpers.cli import build_parser
-from models.asc_module import SceneClassifier
+from helpers.setup.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
+from helpers.setup.flags import build_parser
+from helpers.setup.model_loader import load_weights, split_state_dict
+from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig
 from models.multi_device import MultiDeviceModel
 
@@ -173,7 +173,7 @@ def finished_run(tmp_path, run_id, system, devices):
 
 
 def test_merge_runs_of_independent_device_jobs(tmp_path, monkeypatch):
-    from helpers.checkpoints import merge_device_runs
+    from helpers.setup.model_loader import merge_device_runs
     monkeypatch.chdir(tmp_path)
     job_a = perturbed_system(seed=1)
     job_b = perturbed_system(seed=2)
@@ -198,11 +198,10 @@ def test_merge_runs_of_independent_device_jobs(tmp_path, monkeypatch):
         merge_device_runs(["job-a", "job-c"], "proj")
 
 
-def test_evaluate_refuses_models_over_the_limits_and_writes_nothing(tmp_path, monkeypatch):
+def test_evaluate_refuses_models_over_the_limits_and_writes_nothing(tmp_path, demo_dir, monkeypatch):
     import train_device_specific
-    from dataset.demo import write_demo_dataset
     monkeypatch.chdir(tmp_path)
-    write_demo_dataset(tmp_path / "demo_data", scale=0.05)
+    (tmp_path / "demo_data").symlink_to(demo_dir)
     wide = MultiDeviceModel(Network(NetworkConfig(base_channels=48)), ["a"])  # about 60 million MACs
     save_checkpoint({"state_dict": {f"model.{k}": v for k, v in wide.state_dict().items()},
                      "completed_devices": ["a"], "complete": True},

@@ -1,5 +1,4 @@
 """Knowledge distillation: the loss, the teacher file, its lookup by clip, and the teacher-logits command."""
-import argparse
 import math
 from types import SimpleNamespace
 
@@ -12,17 +11,17 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 import train_base
-from dataset.cache import AudioCache
 from dataset import dcase25
+from dataset.cache import AudioCache
 from dataset.dcase25 import CLASSES, DataError, of_devices, training_rows
-from dataset.demo import write_demo_dataset
 from helpers import teacher_logits as teacher_command
-from helpers.checkpoints import save_checkpoint
-from helpers.cli import build_parser, parse_args
-from helpers.distillation import TeacherLogits, distillation_loss, kd_loss, teacher_targets
-from helpers.experiment import make_loader
-from models import asc_module
-from models.asc_module import SceneClassifier
+from helpers.setup.checkpoints import save_checkpoint
+from helpers.setup.data import make_loader
+from helpers.setup.flags import build_parser, parse_args
+from helpers.training import losses
+from helpers.training.losses import distillation_loss, kd_loss, teacher_targets
+from helpers.training.module import SceneClassifier
+from helpers.training.teacher_file import TeacherLogits
 from models.cp_mobile import Network, NetworkConfig
 from models.multi_device import MultiDeviceModel
 
@@ -30,8 +29,8 @@ SMALL_NET = ["--base_channels", "8"]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return write_demo_dataset(tmp_path_factory.mktemp("kd") / "demo_data", scale=0.05)
+def demo(demo_dir):
+    return demo_dir
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +125,8 @@ def test_class_columns_are_matched_by_name(tmp_path):
     (GOOD_HEADER[:-1], [r[:-1] for r in good_rows()], "lacks the column tram"),
     (GOOD_HEADER, [good_rows()[0][:5] + ["nan"] + good_rows()[0][6:]], "line 2, column park: 'nan' is not finite"),
     (GOOD_HEADER, [r[:3] + ["inf"] + r[4:] for r in good_rows()], "'inf' is not finite .*3 cells like it"),
-    (GOOD_HEADER, [good_rows()[0], good_rows()[1][:2] + ["high"] + good_rows()[1][3:]], "line 3, column bus: 'high' is not a number"),
+    (GOOD_HEADER, [good_rows()[0], good_rows()[1][:2] + ["high"] + good_rows()[1][3:]],
+     "line 3, column bus: 'high' is not a number"),
     (GOOD_HEADER, [good_rows()[0], good_rows()[0]], "is listed again"),
     (GOOD_HEADER, [], "no rows"),
     (["filename,airport,bus"], [["audio/x.wav,1,2"]], "not TAB-separated"),
@@ -172,6 +172,7 @@ def signature(waveform):
 
 @pytest.mark.parametrize("use_cache, workers, device, world", [(True, 1, None, 1), (False, 0, "s1", 1),
                                                               (False, 0, None, 2)])
+@pytest.mark.slow
 def test_each_training_clip_gets_its_own_teacher_row(demo, train, tmp_path, monkeypatch, use_cache, workers,
                                                      device, world):
     """Shuffled, rolled batches from the cache or the wav files, in worker processes or not, all devices
@@ -202,7 +203,7 @@ def test_each_training_clip_gets_its_own_teacher_row(demo, train, tmp_path, monk
             seen.append((signature(batch[0]).tolist(), list(batch[2]), list(batch[3])))
             return super().training_step(batch, batch_idx)
 
-    monkeypatch.setattr(asc_module, "kd_loss", spy_kd_loss)
+    monkeypatch.setattr(losses, "kd_loss", spy_kd_loss)
     prefix = f"{device}/" if device else ""
     module = Recording(vars(args), log_prefix=prefix, teacher=teacher,
                        input_sample_rate=32000 if use_cache else 44100)
@@ -233,6 +234,7 @@ def test_each_training_clip_gets_its_own_teacher_row(demo, train, tmp_path, monk
                        + 0.98 * logged[f"{prefix}train/kd_loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_kd_lambda_1_trains_exactly_like_plain_training(demo, train, tmp_path, monkeypatch):
     """Same seed: the same losses step by step, the same weights and the same test results."""
     monkeypatch.chdir(tmp_path)
@@ -280,6 +282,7 @@ def randomised(model, seed):
     return model
 
 
+@pytest.mark.slow
 def test_ensemble_file_is_the_mean_of_its_members_and_device_teachers_route_by_device(demo, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     project = tmp_path / "runs"

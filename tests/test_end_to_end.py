@@ -13,14 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from dataset.dcase25 import CLASSES, DEVICES
-from dataset.demo import write_demo_dataset, write_demo_impulse_responses
+from conftest import TINY_NETWORK
 from wandb_offline import offline_runs, read_run
 
+from dataset.dcase25 import CLASSES, DEVICES
+from dataset.demo import write_demo_impulse_responses
+from helpers.outputs.complexity import model_complexity
+from models.registry import build_network
+
+pytestmark = pytest.mark.slow  # every test of this module starts processes or trains
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--n_epochs", "2", "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "2",
+TINY = ["--n_epochs", "2", *TINY_NETWORK, "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "2",
         "--check_val_every_n_epoch", "1", "--wandb_mode", "offline"]
+TINY_COMPLEXITY = model_complexity(build_network("cp_mobile", {"base_channels": 8}), (1, 1, 32, 51))
 AUGMENTED = ["--dir_dir", "irs", "--dir_p", "1", "--dir_devices", "a", "b", "--mixup_alpha", "0.3"]  # DIR and mixup on
 
 
@@ -53,9 +59,8 @@ def check_console(out):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    write_demo_dataset(root / "demo_data", scale=0.12)
+def workdir(workdir_factory):
+    root = workdir_factory("e2e")
     write_demo_impulse_responses(root / "irs", count=4)
     return root
 
@@ -76,8 +81,8 @@ def stage2(workdir, stage1):
 
 
 def check_results(results):
-    assert set(f"acc.{c}" for c in CLASSES) <= results.keys()
-    assert set(f"acc.{d}" for d in DEVICES) <= results.keys()
+    assert {f"acc.{c}" for c in CLASSES} <= results.keys()
+    assert {f"acc.{d}" for d in DEVICES} <= results.keys()
     assert {"acc", "macro_avg_acc", "acc.real", "acc.seen", "acc.unseen", "loss.airport", "loss.s4"} <= results.keys()
     assert math.isclose(results["macro_avg_acc"], sum(results[f"acc.{c}"] for c in CLASSES) / 10, rel_tol=1e-9)
     assert all(0.0 <= results[f"acc.{k}"] <= 1.0 for k in CLASSES + DEVICES)
@@ -105,7 +110,7 @@ def test_stage1_writes_checkpoint_results_and_next_command(workdir, stage1):
     assert "model.stages.s1.b1.block.0.0.weight" in checkpoint["state_dict"]
     results = json.loads((workdir / "DCASE25_Task1" / run_id / "results.json").read_text())
     check_results(results["results"]["General Model"])
-    assert results["complexity"]["general"]["macs"] == 29_419_156
+    assert results["complexity"]["general"] == TINY_COMPLEXITY  # the network the flags describe
     assert "| General Model |" in out and "Macro Avg. Accuracy" in out
     assert f"python train_device_specific.py --ckpt_id {run_id} --demo" in out
     # wandb ran offline and logged on the trainer's step axis
@@ -138,7 +143,8 @@ def test_stage2_results_and_unseen_devices(workdir, stage2):
     assert "| Device-specific Models |" in (run_dir / "results.md").read_text()
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     assert "model.device_models.s3.feed_forward.0.weight" in state and "model.base_model.in_c.0.0.weight" in state
-    assert "| s3 | 29,419,156 | 61,148 | 122,296 | yes |" in out
+    c = TINY_COMPLEXITY
+    assert f"| s3 | {c['macs']:,} | {c['params']:,} | {c['param_bytes']:,} | yes |" in out
     # DIR and mixup were on, and the run's config records them
     assert "DIR augmentation: 4 impulse responses from irs" in out
     config = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu",
@@ -196,7 +202,10 @@ def test_resuming_a_finished_run_changes_nothing(workdir, stage2):
 def test_evaluation_predictions(workdir, stage2):
     run_id, stage2_out = stage2
     command = printed_command(stage2_out, "train_device_specific.py")  # the command stage 2 printed
-    assert command == ["--ckpt_id", run_id, "--evaluate", "--eval_dir", "demo_data/eval", "--demo"]
+    # the front end's flags are carried (the network itself comes from the checkpoint)
+    assert command[:6] == ["--ckpt_id", run_id, "--evaluate", "--eval_dir", "demo_data/eval", "--demo"]
+    front_end = dict(zip(TINY_NETWORK[2::2], TINY_NETWORK[3::2]))  # TINY_NETWORK without --base_channels 8
+    assert dict(zip(command[6::2], command[7::2])) == front_end
     out = run_script("train_device_specific.py", [*command, "--num_workers", "0"], workdir)
     check_console(out)
     folder = workdir / "predictions" / run_id
@@ -208,7 +217,7 @@ def test_evaluation_predictions(workdir, stage2):
     assert abs(probabilities.sum(axis=1) - 1).max() < 1e-5
     assert (table["scene_label"] == [CLASSES[i] for i in probabilities.argmax(axis=1)]).all()
     info = json.loads((folder / "info.json").read_text())
-    assert info["complexity"]["a"]["param_bytes"] == 122_296
+    assert info["complexity"]["a"]["param_bytes"] == TINY_COMPLEXITY["param_bytes"]
     assert info["test_results"]["Device-specific Models"]["macro_avg_acc"] >= 0
     assert (folder / "model_state_dict.pt").is_file()
     assert str(folder / "output.csv") in out
@@ -240,7 +249,7 @@ def test_bf16_mixed_precision_on_cpu_with_the_audio_cache(workdir):
     out = run_script("train_base.py", ["--demo", "--project_name", "BF16", "--precision", "bf16-mixed",
                                        "--cache_dir", "audio_cache", "--n_epochs", "1", *TINY[2:], *AUGMENTED],
                      workdir)
-    assert "impulse responses from irs (resampled to 32000 Hz" in out  # the cache's rate
+    assert "impulse responses from irs (resampled to 16000 Hz" in out  # the cache's rate (TINY: --sample_rate)
     run_id = re.search(r"Run id: (\w+)", out).group(1)
     check_results(json.loads((workdir / "BF16" / run_id / "results.json").read_text())["results"]["General Model"])
     assert len(list((workdir / "audio_cache").glob("*.npy"))) == 2  # the training split and the test split

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from models import inference
-from models.asc_module import round_parameters_to_fp16
 from models.cp_mobile import Network
 from models.cp_resnet import CPResNet
+from models.inference import store_for_submission
 from models.multi_device import MultiDeviceModel
 from models.quantization import compute_dtype, prepare_qat, quantize_to_int8
 
@@ -37,7 +37,7 @@ def stored_network(cls=Network, seed=0):
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
-    return round_parameters_to_fp16(network)
+    return store_for_submission(network)
 
 
 def plain_32_bit(network, features):
@@ -49,7 +49,7 @@ def plain_32_bit(network, features):
 @pytest.mark.parametrize("half_seconds, float_seconds, expected", [
     (1.0, 2.0, True),  # half precision twice as fast: chosen
     (1.0, 1.2, False),  # only 1.2x faster: below the margin, 32 bits stay
-    (3.0, 1.0, False),  # half precision slower (as on the AMD EPYC of the README)
+    (3.0, 1.0, False),  # half precision slower (as on the AMD EPYC of docs/speed.md)
 ])
 def test_half_precision_only_where_clearly_faster(monkeypatch, half_seconds, float_seconds, expected):
     calls = []
@@ -114,7 +114,7 @@ def test_the_copy_is_made_once_and_remade_when_the_stored_values_change(monkeypa
 def test_int8_networks_compute_in_32_bits_without_a_measurement(monkeypatch):
     monkeypatch.setattr(inference, "_seconds", lambda *a, **k: pytest.fail("measured"))
     torch.manual_seed(0)
-    network = round_parameters_to_fp16(quantize_to_int8(prepare_qat(Network()).eval()))
+    network = store_for_submission(quantize_to_int8(prepare_qat(Network()).eval()))
     assert inference.half_is_faster(network, INPUT_SHAPE) is False
     features = torch.randn(3, *INPUT_SHAPE[1:]).half()
     assert compute_dtype(inference.inference_form(network, features.shape)) == torch.float32
@@ -127,7 +127,7 @@ def test_the_container_computes_each_device_through_infer(monkeypatch):
     system = MultiDeviceModel(Network(), ["a", "b"]).eval()
     for parameter in system.device_models["b"].parameters():
         parameter.data.add_(0.1 * torch.randn_like(parameter))
-    round_parameters_to_fp16(system)
+    store_for_submission(system)
     devices = ["b", "a", "s4", "b", "unknown"]
     features = torch.randn(len(devices), *INPUT_SHAPE[1:]).half()
     logits = system(features, devices, compute=inference.infer)

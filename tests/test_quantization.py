@@ -4,33 +4,41 @@ import copy
 import json
 import os
 import shutil
-import subprocess
-import sys
-import sysconfig
 
 import lightning as L
 import pandas as pd
 import pytest
 import torch
 import torchinfo
+from test_reliability import SMALL, interrupt_when, steps_per_epoch
+from test_reliability import run as run_script
+from test_submission import run
 from torch import nn
 from torch.utils.data import DataLoader
 
 from dataset.audio import load_audio
-from dataset.demo import write_demo_dataset
-from helpers.checkpoints import CheckpointError, load_device_system, load_general_model
-from helpers.cli import build_parser, parse_args
-from helpers.complexity import MAX_MACS, MAX_PARAM_BYTES, model_complexity
-from helpers.submission import export_submission
-from models.asc_module import SceneClassifier, store_as_submitted
+from helpers.outputs.complexity import MAX_MACS, MAX_PARAM_BYTES, model_complexity
+from helpers.outputs.submission import export_submission
+from helpers.setup.checkpoints import CheckpointError
+from helpers.setup.flags import build_parser, parse_args
+from helpers.setup.model_loader import load_device_system, load_general_model
+from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig
+from models.inference import store_for_submission
 from models.multi_device import MultiDeviceModel
-from models.quantization import (ChannelAffine, Int8Conv2d, int8_codes, is_qat, prepare_qat, quantize_to_int8,
-                                 set_qat_frozen)
+from models.quantization import (
+    ChannelAffine,
+    Int8Conv2d,
+    int8_codes,
+    is_qat,
+    prepare_qat,
+    quantize_to_int8,
+    set_qat_frozen,
+)
 from models.registry import network_record
-from test_reliability import SMALL, interrupt_when, steps_per_epoch
-from test_reliability import run as run_script
-from test_submission import run
+
+# the baseline's width (its byte counts are asserted) on the small front end of the others
+BASELINE_WIDTH = [flag for i, flag in enumerate(SMALL) if "--base_channels" not in SMALL[max(0, i - 1):i + 1]]
 
 # the organisers' complexity check: bytes per stored number by dtype
 ORGANISERS_DTYPE_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2, torch.int8: 1, torch.uint8: 1,
@@ -47,7 +55,7 @@ def perturb_(model, seed):
     """Non-trivial weights and batch-norm statistics (negative scales too), a stand-in for training."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=generator))
         for name, b in model.named_buffers():
             if name.endswith("running_mean"):
@@ -62,7 +70,7 @@ def test_int8_weights_reproduce_float_weights_within_half_a_step():
     pairs = [(m[0], m[1]) for m in qat.modules() if isinstance(m, nn.Sequential) and len(m) > 1
              and isinstance(m[1], nn.BatchNorm2d)]
     assert len(pairs) == 21  # every conv-norm unit and the head
-    for conv, norm in pairs:
+    for conv, _ in pairs:
         codes, scale = int8_codes(conv)
         step = scale.view(-1, 1, 1, 1)
         assert codes.dtype == torch.int8 and codes.abs().max() <= 127
@@ -106,7 +114,7 @@ def test_complexity_counts_every_stored_number_at_its_width(flags):
 
     # the organisers' way: their dtype table over parameters() of the stored model, MACs with torchinfo
     # on a float copy
-    stored = store_as_submitted(copy.deepcopy(module.model)).half()
+    stored = store_for_submission(copy.deepcopy(module.model)).half()
     dtypes = {p.dtype for p in stored.parameters()}
     assert dtypes == {torch.int8, torch.float16}
     organisers_bytes = sum(p.numel() * ORGANISERS_DTYPE_BYTES[p.dtype] for p in stored.parameters())
@@ -141,6 +149,7 @@ def test_student_preset_expands_to_width_flags_and_explicit_flags_win():
     assert parse_args(build_parser("base", ""), []).quantize is None  # default: today's 16-bit system
 
 
+@pytest.mark.slow
 def test_stage1_starts_from_a_float_or_an_8bit_checkpoint(tmp_path):
     float_model = perturb_(Network(), 3)
     float_ckpt = tmp_path / "float.ckpt"
@@ -186,6 +195,7 @@ class Snapshots(L.Callback):
                             if k.endswith(("running_mean", "running_var", "weight_fake_quant.scale"))})
 
 
+@pytest.mark.slow
 def test_qat_freezes_for_the_last_epochs_and_tests_the_int8_model(tmp_path):
     args = parse_args(build_parser("base", ""), ["--quantize", "int8", "--n_epochs", "3", "--qat_freeze_epochs", "1",
                                                  "--warmup_steps", "1", "--orig_sample_rate", "8000",
@@ -221,29 +231,28 @@ def test_qat_freezes_for_the_last_epochs_and_tests_the_int8_model(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("quantization")
-    write_demo_dataset(root / "demo_data", scale=0.12)
-    return root
+def workdir(workdir_factory):
+    return workdir_factory("quantization")
 
 
+@pytest.mark.slow
 def test_8bit_run_resumes_and_ends_with_the_int8_figures(workdir):
-    args = [*SMALL, "--project_name", "Q8", "--run_id", "q8stop", "--n_epochs", "2", "--quantize", "int8",
+    args = [*BASELINE_WIDTH, "--project_name", "Q8", "--run_id", "q8stop", "--n_epochs", "8", "--quantize", "int8",
             "--qat_freeze_epochs", "1"]
     last = workdir / "Q8" / "q8stop" / "checkpoints" / "last.ckpt"
     code, output = interrupt_when("train_base.py", args, workdir, last.is_file)
     assert code != 0 and "--resume q8stop" in output
     assert "63,856 bytes of parameters as stored (int8 58,440 + float16 5,416)" in output
     stopped_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    assert 0 < stopped_at < 2 * steps_per_epoch(workdir)
+    assert 0 < stopped_at < 8 * steps_per_epoch(workdir)
 
-    resume = [*SMALL, "--project_name", "Q8", "--resume", "q8stop", "--n_epochs", "2", "--quantize", "int8",
+    resume = [*BASELINE_WIDTH, "--project_name", "Q8", "--resume", "q8stop", "--n_epochs", "8", "--quantize", "int8",
               "--qat_freeze_epochs", "1"]
     out = run_script("train_base.py", resume, workdir).stdout
     assert "Continuing run q8stop" in out and "Run id: q8stop" in out
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     assert checkpoint["network"]["quantize"] == "int8"  # recorded: stage 2 needs no --quantize
-    assert checkpoint["global_step"] == 2 * steps_per_epoch(workdir)
+    assert checkpoint["global_step"] == 8 * steps_per_epoch(workdir)
     observers = [v for k, v in checkpoint["state_dict"].items() if k.endswith("observer_enabled")]
     assert len(observers) == 21 and not any(v.item() for v in observers)  # frozen in the last epoch
     results = json.loads((workdir / "Q8" / "q8stop" / "results.json").read_text())
@@ -274,7 +283,7 @@ def save_8bit_stage2_run(root, run_id, flags):
 
 
 @pytest.fixture(scope="module")
-def package(workdir):
+def package(workdir, package_python):
     """Index 1: the big8 preset (8-bit); index 2: an 8-bit model over the limits; installed with pip,
     offline, into a fresh virtual environment that cannot see the repository."""
     config, system, ckpt = save_8bit_stage2_run(workdir, "big8", ["--student", "big8"])
@@ -282,11 +291,7 @@ def package(workdir):
     export_submission(ckpt, LABEL, 1, workdir / "submissions")
     export_submission(too_big, LABEL, 2, workdir / "submissions", check_limits=False)
     folder = workdir / "submissions" / LABEL
-    run([sys.executable, "-m", "venv", "--without-pip", workdir / "venv"], cwd=workdir)
-    python = workdir / "venv" / "bin" / "python"
-    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=workdir).stdout
-    with open(os.path.join(purelib.strip(), "outer_site_packages.pth"), "w") as f:
-        f.write(sysconfig.get_path("purelib") + "\n")
+    python = package_python
     shutil.copytree(folder, workdir / "build_copy")
     run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
          workdir / "build_copy"], cwd=workdir)
@@ -312,6 +317,7 @@ print(json.dumps(sorted({{str(p.dtype) for p in api.get_model_for_device(model, 
 """
 
 
+@pytest.mark.slow
 def test_exported_8bit_package_predicts_as_the_final_test(workdir, package):
     state = torch.load(package["folder"] / LABEL / "ckpts" / f"{LABEL}_1.pt", weights_only=True)["state_dict"]
     assert state["device_models.a.in_c.0.0.weight"].dtype == torch.int8
@@ -329,7 +335,7 @@ def test_exported_8bit_package_predicts_as_the_final_test(workdir, package):
 
     # the final test of train_device_specific.py: the int8 system through SceneClassifier.inference_logits
     module = SceneClassifier(package["config"], model=package["system"]).eval()
-    store_as_submitted(package["system"])
+    store_for_submission(package["system"])
     assert not is_qat(package["system"])
     reference = module.inference_logits(torch.stack([load_audio(f)[0] for f in files]), devices)
     assert torch.equal(predicted["logits"].argmax(1), reference.argmax(1))
@@ -338,6 +344,7 @@ def test_exported_8bit_package_predicts_as_the_final_test(workdir, package):
     assert torch.equal(predicted["from_training"], predicted["logits"])
 
 
+@pytest.mark.slow
 def test_complexity_check_of_the_8bit_package(package):
     ok = run([package["python"], "test_complexity.py", "--submission_name", LABEL, "--submission_index", "1"],
              cwd=package["cwd"], env=package["env"])

@@ -14,9 +14,9 @@ from matplotlib.image import imread
 from dataset.dcase25 import CLASSES, DEVICE_GROUPS, DEVICES
 from helpers.compare import compare
 from helpers.figures import redraw
-from helpers.metrics import SceneDeviceAccuracy
-from helpers.plots import CONFUSION_SIZE, DPI, MAP_SIZE
-from helpers.reporting import write_results
+from helpers.outputs.drawing import CONFUSION_SIZE, DPI, MAP_SIZE
+from helpers.outputs.results import write_results
+from helpers.training.metrics import SceneDeviceAccuracy
 
 REPO = Path(__file__).resolve().parents[1]
 COMPLEXITY = {"general": {"macs": 29_419_156, "params": 61_148, "param_bytes": 122_296}}
@@ -204,7 +204,7 @@ def test_compare_leaves_files_it_did_not_write_alone(tmp_path):
 
 
 def test_a_whole_run_id_is_found_even_when_it_starts_other_ids(tmp_path):
-    from helpers.reporting import find_run_dir
+    from helpers.outputs.results import find_run_dir
     for run_id in ("t_wide", "t_wide36", "t_wide_dev"):
         (tmp_path / run_id).mkdir()
         (tmp_path / run_id / "results.json").write_text("{}")

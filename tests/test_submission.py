@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -22,12 +21,14 @@ from dataset import dcase25
 from dataset.audio import load_audio
 from dataset.dcase25 import CLASSES
 from dataset.errors import DataError
-from dataset.demo import write_demo_dataset
-from helpers.cli import build_parser, parse_args
-from helpers.submission import ExportError, export_submission, rewrite_imports
-from models.asc_module import SceneClassifier, round_parameters_to_fp16
+from helpers.outputs.submission import ExportError, export_submission, rewrite_imports
+from helpers.setup.flags import build_parser, parse_args
+from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig
+from models.inference import store_for_submission
 from models.multi_device import MultiDeviceModel
+
+pytestmark = pytest.mark.slow  # every test of this module starts processes or trains
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL = "Test_TEST_task1"
@@ -76,10 +77,9 @@ def tree_digests(folder):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(workdir_factory):
     """Index 1 and 2 exported by the command line, index 4 (over the limits) by the helper."""
-    root = tmp_path_factory.mktemp("submission")
-    write_demo_dataset(root / "demo_data", scale=0.1)
+    root = workdir_factory("submission")
     config, system = save_stage2_run(root, "run1")
     save_stage2_run(root, "big", ["--base_channels", "64"])
     export = [sys.executable, REPO / "export_submission.py", "--project_name", root / "DCASE25_Task1",
@@ -98,16 +98,13 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def venv(exported):
+def venv(exported, package_python):
     """A fresh virtual environment that sees this interpreter's site-packages (torch, ...) but not the
     repository, with the package installed into it by pip from the package folder, as the README says.
     Offline, so pip builds with this environment's setuptools and the package's pinned dependencies must
     be met by the training environment's packages."""
     root, package = exported["root"], exported["package"]
-    run([sys.executable, "-m", "venv", "--without-pip", root / "venv"], cwd=root)
-    python = root / "venv" / "bin" / "python"
-    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], cwd=root).stdout.strip()
-    Path(purelib, "outer_site_packages.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    python = package_python
     before = tree_digests(package)
     run([python, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-index", package], cwd=root)
     workdir = root / "outside"
@@ -122,7 +119,7 @@ def test_package_layout_and_second_index_leaves_first_untouched(exported):
     for name in ("pyproject.toml", "test_complexity.py", "evaluate_submission.py", f"{LABEL}/__init__.py",
                  f"{LABEL}/{LABEL}_1.py", f"{LABEL}/{LABEL}_2.py", f"{LABEL}/{LABEL}_4.py",
                  f"{LABEL}/ckpts/{LABEL}_1.pt", f"{LABEL}/models/cp_mobile.py", f"{LABEL}/models/multi_device.py",
-                 f"{LABEL}/models/frontend.py", f"{LABEL}/dataset/audio.py", f"{LABEL}/helpers/plots.py",
+                 f"{LABEL}/models/frontend.py", f"{LABEL}/dataset/audio.py", f"{LABEL}/helpers/outputs/drawing.py",
                  f"{LABEL}/resources/dummy.wav",
                  f"{LABEL}/resources/test.csv"):
         assert (package / name).is_file(), name
@@ -138,7 +135,7 @@ def test_package_layout_and_second_index_leaves_first_untouched(exported):
     copied = (label_dir / "models" / "cp_mobile.py").read_text()
     assert copied == (REPO / "models" / "cp_mobile.py").read_text().replace("from models.", "from ..models.")
     assert (label_dir / "models" / "registry.py").is_file()
-    assert not (label_dir / "models" / "cp_resnet.py").exists()  # only the network the run used
+    assert (label_dir / "models" / "cp_resnet.py").is_file()  # models/ goes whole
     assert not list(REPO.glob("submission_template/**/cp_mobile.py"))
     wav = load_audio(label_dir / "resources" / "dummy.wav")
     assert wav[0].shape == (1, 44100) and wav[1] == 44100
@@ -196,7 +193,8 @@ print(json.dumps({{
     "inputs": [[list(x.shape), str(x.dtype)] for x in inputs],
     "logits": [[type(x).__name__, list(x.shape), str(x.dtype)] for x in logits],
     "classes": classes,
-    "uses_general": {{d: api.get_model_for_device(model, d) is general for d in ["a", "s3", "s4", "s6", "unknown", "xyz"]}},
+    "uses_general": {{d: api.get_model_for_device(model, d) is general
+                     for d in ["a", "s3", "s4", "s6", "unknown", "xyz"]}},
     "param_dtypes": sorted({{str(p.dtype) for p in api.get_model_for_device(model, "a").parameters()}}),
 }}))
 """
@@ -226,7 +224,7 @@ def test_installed_package_interface_and_consistency(exported, venv):
 
     # the final test of train_device_specific.py: SceneClassifier.inference_logits, 16-bit parameters
     module = SceneClassifier(exported["config"], model=exported["system"]).eval()
-    round_parameters_to_fp16(exported["system"])
+    store_for_submission(exported["system"])
     waveforms = torch.stack([load_audio(f)[0] for f in files])
     reference = module.inference_logits(waveforms, devices)
     assert torch.equal(logits.argmax(1), reference.argmax(1))
@@ -271,7 +269,7 @@ def test_complexity_check_and_evaluation_scripts(exported, venv):
     assert abs(table[CLASSES].to_numpy().sum(axis=1) - 1).max() < 1e-5
     # the same classes as the training system's inference on the same files
     module = SceneClassifier(exported["config"], model=exported["system"]).eval()
-    round_parameters_to_fp16(exported["system"])
+    store_for_submission(exported["system"])
     waveforms = torch.stack([load_audio(root / "demo_data" / "eval" / f)[0] for f in listed["filename"]])
     reference = module.inference_logits(waveforms, listed["device_id"].astype(str).tolist())
     assert table["scene_label"].tolist() == [CLASSES[i] for i in reference.argmax(1).tolist()]
@@ -288,7 +286,7 @@ def test_complexity_check_and_evaluation_scripts(exported, venv):
     assert [sum(sum(m[i]) for m in matrices) for i in range(10)] == [2] * 10
     for i, name in enumerate(CLASSES):
         assert 100 * sum(m[i][i] for m in matrices) / 2 == pytest.approx(accuracy["Class-wise Accuracy"][name])
-    # the figures, drawn by the package's copy of helpers/plots.py
+    # the figures, drawn by the package's copy of helpers/outputs/drawing.py
     for name, shape in (("confusion_submission.png", (850, 950)), ("accuracy_map_submission.png", (750, 1050))):
         assert imread(folder / name).shape[:2] == shape and name in evaluation.stdout
 
@@ -313,7 +311,7 @@ def test_package_pins_the_runtime_it_imports(exported, venv):
     """torch and torchaudio as the matched pair of requirements.txt, and the other modules the package and
     its checks import (the install above resolved these pins against the training environment)."""
     lines = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()]
-    # matplotlib: the package's copy of helpers/plots.py draws evaluate_submission.py's figures
+    # matplotlib: the package's copy of helpers/outputs/drawing.py draws evaluate_submission.py's figures
     expected = {line for line in lines if re.match(r"(torch|torchaudio|av|numpy|pandas|torchinfo|matplotlib)\b", line)}
     assert {"torch==2.11.0", "torchaudio==2.11.0"} <= expected and len(expected) == 7
     pyproject = tomllib.loads((exported["package"] / "pyproject.toml").read_text())
@@ -326,7 +324,7 @@ def test_package_pins_the_runtime_it_imports(exported, venv):
 def test_readme_package_checks_work_from_the_package_folder(exported, venv):
     """The README's check commands, run where it says: in the package folder, with its demo paths (the
     fixture has the demo's layout: <root>/demo_data and <root>/submissions/<label>/)."""
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "submission.md").read_text()
     assert "cd submissions/Lastname_INST_task1" in readme
     folder, flags = re.search(r"from its folder `submissions/(\w+)/`:\s+`(--dev_set_dir [^`]+)`", readme).groups()
     assert folder == "Demo_DEMO_task1"

@@ -11,21 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from wandb_offline import offline_runs, read_run
 
 import export_submission
 import train_base
 import train_device_specific
 from dataset import demo
 from dataset.dcase25 import TRAIN_DEVICES
-from dataset.demo import write_demo_dataset
 from dataset.errors import DataError
-from helpers.cli import DEMO_DEFAULTS, STAGE_DEFAULTS, build_parser, parse_args
-from helpers.complexity import model_complexity, over_limits_warning
-from helpers.experiment import RUN_ID_ENV
-from models.asc_module import SceneClassifier
+from helpers.outputs.complexity import model_complexity, over_limits_warning
+from helpers.setup.flags import DEMO_DEFAULTS, STAGE_DEFAULTS, build_parser, parse_args, stage1_parser, stage2_parser
+from helpers.setup.runs import RUN_ID_ENV
+from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig
 from models.multi_device import MultiDeviceModel
-from wandb_offline import offline_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,10 +38,8 @@ def load_file(path: Path, name: str):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("usability")
-    write_demo_dataset(root / "demo_data", scale=0.1)
-    return root
+def tiny(workdir_factory):
+    return workdir_factory("usability")
 
 
 def data_flags(root):
@@ -109,7 +106,7 @@ def test_every_entry_point_refuses_abbreviated_flags(name, argv, meant, tmp_path
 
 
 def test_exact_flags_still_parse():
-    args = parse_args(train_device_specific.build_parser_stage2(), ["--n_epochs=3", "--train_devices", "a", "b",
+    args = parse_args(stage2_parser(""), ["--n_epochs=3", "--train_devices", "a", "b",
                                                                     "--evaluate", "--devices", "1"])
     assert args.n_epochs == 3 and args.train_devices == ["a", "b"] and args.evaluate and args.devices == 1
 
@@ -132,7 +129,7 @@ def option_help(help_text: str) -> dict:
 @pytest.mark.parametrize("stage, script", [("base", train_base), ("device", train_device_specific)])
 def test_help_shows_examples_stage_defaults_and_what_demo_changes(stage, script, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")
-    parser = build_parser(stage, script.__doc__) if stage == "base" else script.build_parser_stage2()
+    parser = (stage1_parser if stage == "base" else stage2_parser)(script.__doc__)
     text = parser.format_help()
     examples = [line for line in script.__doc__.splitlines() if line.strip().startswith("python ")]
     assert len(examples) >= 2
@@ -141,7 +138,7 @@ def test_help_shows_examples_stage_defaults_and_what_demo_changes(stage, script,
     entries = option_help(text)
     for flag, value in STAGE_DEFAULTS[stage].items():
         assert f"(default: {value})" in entries[f"--{flag}"], entries[f"--{flag}"]
-    for flag, entry in entries.items():  # each default once, and never an empty one
+    for entry in entries.values():  # each default once, and never an empty one
         assert entry.count("default") <= 1, entry
         assert "(default: None)" not in entry and "(default: False)" not in entry, entry
     # a network flag has a default per network (models/registry.py)
@@ -172,6 +169,7 @@ def test_stage1_warns_before_anything_else(tmp_path, monkeypatch, capsys):
     assert "47,952,328 MACs per 1-second clip, 17,952,328 (60%) over the limit" in out
 
 
+@pytest.mark.slow
 def test_stage2_warns_once_before_fine_tuning(in_run_folder, capsys):
     root = in_run_folder
     config = vars(parse_args(build_parser("base", ""), ["--base_channels", "40"]))
@@ -187,6 +185,7 @@ def test_stage2_warns_once_before_fine_tuning(in_run_folder, capsys):
 
 # ------------------------------------------------------------------ two stages in one process
 
+@pytest.mark.slow
 def test_both_stages_in_one_process_are_two_wandb_runs(in_run_folder):
     """scripts/demo.py calls both stages' main in one process: each must be a wandb run of its own."""
     root = in_run_folder
@@ -212,6 +211,7 @@ def test_both_stages_in_one_process_are_two_wandb_runs(in_run_folder):
 
 # ------------------------------------------------------------------ predictions of a checkpoint file
 
+@pytest.mark.slow
 def test_predictions_of_checkpoint_files_are_named_after_the_file(in_run_folder):
     root = in_run_folder
     config = vars(parse_args(build_parser("device", ""), []))

@@ -7,10 +7,10 @@ parameters (int8 convolution weights and 16-bit scales and biases for an 8-bit s
 in ``ckpts/``, the project code they run, and ``resources/`` (the development-test split, a dummy clip).
 A new index leaves the others alone.
 
-No list of files is kept here: the package carries the project modules that the template imports,
-the module of the run's network (found through the registry), and every project module these
-import in turn (found by reading their imports), each at its repository path inside the package
-with its imports made relative.
+The package carries ``models/`` whole (it imports only the standard library, torch, torchaudio and
+``models/``, a rule ``tests/test_layers.py`` enforces), so any registered network goes with it, and the
+two modules beside it that import no project module: audio decoding and the figures' drawing. Each
+file keeps its repository path inside the package, with its imports made relative.
 """
 import ast
 import hashlib
@@ -25,14 +25,16 @@ from pathlib import Path
 import torch
 
 from dataset.dcase25 import CLASSES, split_file
-from helpers.checkpoints import hyper_parameters, load_device_system, resolve_checkpoint
-from helpers.complexity import complexity_markdown, device_models_complexity, over_limits
+from dataset.errors import UserError
 from helpers.files import atomic_path, write_text
-from models.asc_module import store_as_submitted
+from helpers.outputs.complexity import complexity_markdown, device_models_complexity, over_limits
+from helpers.setup.checkpoints import hyper_parameters, resolve_checkpoint
+from helpers.setup.model_loader import load_device_system
 from models.frontend import LogMelFrontEnd
-from models.registry import network_record
+from models.inference import store_for_submission
+from models.registry import build_frontend, network_record
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_DIR = REPO / "submission_template"
 REQUIREMENTS = REPO / "requirements.txt"
 # torchaudio's compiled extension loads only with the torch it was built for: the two go together
@@ -44,9 +46,11 @@ INDICES = (1, 2, 3, 4)
 PROJECT_NAMES = frozenset([p.stem for p in REPO.glob("*.py")] +
                           [p.name for p in REPO.iterdir() if p.is_dir() and any(p.glob("*.py"))])
 DEFAULT_SPLIT_DIR = "split_setup"  # the training scripts' default --split_dir
+CARRIED_PACKAGE = "models"  # carried whole: what a submission needs
+CARRIED_MODULES = ("dataset/audio.py", "helpers/outputs/drawing.py")  # import no project module
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError):
     """An export that cannot be done as asked; the message says why and what to do."""
 
 
@@ -79,12 +83,8 @@ def package_config(network: dict, hparams: dict, devices) -> dict:
 
 
 def module_path(module: str) -> str:
-    """``models.cp_mobile`` -> ``models/cp_mobile.py`` (a project module; its path is kept in the package)."""
-    path = module.replace(".", "/") + ".py"
-    if not (REPO / path).is_file():
-        raise ExportError(f"{module} is imported by the exported code but is not a module file of this project "
-                          f"({path}); the submission package can carry single modules only.")
-    return path
+    """``models.cp_mobile`` -> ``models/cp_mobile.py``."""
+    return module.replace(".", "/") + ".py"
 
 
 def project_imports(repo_path: str) -> list:
@@ -103,22 +103,18 @@ def project_imports(repo_path: str) -> list:
     return found
 
 
-def template_imports(template_source: str) -> list:
-    """Project modules the submission template imports (relative imports: ``.models.frontend``)."""
-    return [node.module for node in ast.walk(ast.parse(template_source))
-            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module]
-
-
-def carried_modules(roots) -> list:
-    """Repository paths of the modules ``roots`` and of every project module they import, directly or not."""
-    todo, seen = [module_path(m) for m in roots], []
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.append(path)
-        todo += [module_path(module) for module in project_imports(path)]
-    return sorted(seen)
+def carried_modules() -> list:
+    """Repository paths of what the package carries: every module of ``models/`` and ``CARRIED_MODULES``.
+    Refuses (ExportError) when one of them imports a project module the package does not carry."""
+    paths = sorted(p.relative_to(REPO).as_posix() for p in (REPO / CARRIED_PACKAGE).rglob("*.py")
+                   if "__pycache__" not in p.parts) + list(CARRIED_MODULES)
+    for path in paths:
+        outside = [m for m in project_imports(path) if module_path(m) not in paths]
+        if outside:
+            raise ExportError(f"{path} imports {outside[0]}, which the submission package does not carry: "
+                              f"{CARRIED_PACKAGE}/ may import only the standard library, torch, torchaudio and "
+                              f"{CARRIED_PACKAGE}/ itself.")
+    return paths
 
 
 def rewrite_imports(source: str, repo_path: str) -> str:
@@ -153,16 +149,30 @@ def dummy_wav() -> bytes:
     return buffer.getvalue()
 
 
+def module_level_imports(tree: ast.Module) -> list:
+    """The import statements that run when a module is imported: not those inside functions (a teacher
+    network imports its own package only when it is built)."""
+    found, todo = [], list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            todo += [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
+    return found
+
+
 def imported_modules(files: dict) -> set:
-    """Top-level names of the modules that the Python files among ``files`` import (not relative imports)."""
+    """Top-level names of the modules that importing the Python files among ``files`` imports (not relative
+    imports, not imports inside functions)."""
     names = set()
     for path, text in files.items():
         if not path.endswith(".py"):
             continue
-        for node in ast.walk(ast.parse(text)):
+        for node in module_level_imports(ast.parse(text)):
             if isinstance(node, ast.Import):
                 names |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            elif node.level == 0:
                 names.add(node.module.split(".")[0])
     return names
 
@@ -186,9 +196,8 @@ def package_dependencies(files: dict, label: str) -> list:
     return [requirements[m] for m in sorted(needed)]
 
 
-def shared_files(label: str, test_csv, network_module: str) -> dict:
-    """Files every index of the package shares (those of the code for ``network_module``, the module of
-    the run's network): relative path -> bytes."""
+def shared_files(label: str, test_csv) -> dict:
+    """Files every index of the package shares: relative path -> bytes."""
     read = lambda name: (TEMPLATE_DIR / name).read_text()  # noqa: E731
     files = {
         "README.md": fill(read("README.md"), label),
@@ -200,7 +209,7 @@ def shared_files(label: str, test_csv, network_module: str) -> dict:
         f"{label}/resources/__init__.py": "",
         f"{label}/resources/dummy.wav": dummy_wav(),
     }
-    for repo_path in carried_modules(template_imports(read("submission_module.py")) + [network_module]):
+    for repo_path in carried_modules():
         files[f"{label}/{repo_path}"] = rewrite_imports((REPO / repo_path).read_text(), repo_path)
         for folder in Path(repo_path).parents[:-1]:  # the package's own (empty) __init__.py files
             files.setdefault(f"{label}/{folder.as_posix()}/__init__.py", "")
@@ -263,8 +272,8 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
         print(f"Note: {ckpt_path} is a stage-1 checkpoint; every device will use its general model.")
     # what the package stores and the limits count: 16-bit parameters, or for an 8-bit system the int8
     # model (int8 convolution weights, 16-bit scales and biases)
-    store_as_submitted(system)
-    frontend = LogMelFrontEnd(**config["frontend"])
+    store_for_submission(system)
+    frontend = build_frontend(config["network"]["name"], config["frontend"])  # the network's own
     complexity = device_models_complexity(system, frontend.input_shape())
     print(complexity_markdown(complexity))
     too_big = over_limits(complexity)
@@ -280,7 +289,7 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
                           f"(taken: {', '.join(map(str, existing_indices(package_dir, label)))}).")
 
     test_csv = find_test_csv(hparams, split_dir)
-    shared = shared_files(label, test_csv, type(system.base_model).__module__)
+    shared = shared_files(label, test_csv)
     changed = [name for name, data in shared.items()
                if (package_dir / name).is_file() and _digest((package_dir / name).read_bytes()) != _digest(data)]
     if changed and others and not overwrite:

@@ -5,7 +5,7 @@ import torch
 import torchinfo
 from torch import nn
 
-from helpers.complexity import layer_table, model_complexity, parameter_bytes
+from helpers.outputs.complexity import layer_table, model_complexity, parameter_bytes
 from models.cp_mobile import Network, NetworkConfig, make_divisible
 
 INPUT_SHAPE = (1, 1, 256, 65)
@@ -132,12 +132,13 @@ def test_state_dict_shapes(model, key, shape):
 
 
 def test_block_strides_and_shortcuts(model):
-    blocks = {name: module for name, module in model.named_modules() if name.startswith("stages.") and name.count(".") == 2}
+    blocks = {name: module for name, module in model.named_modules()
+              if name.startswith("stages.") and name.count(".") == 2}
     strides = {name.split(".")[-1]: tuple(b.block[1][0].stride) for name, b in blocks.items()}
     assert strides == {"b1": (1, 1), "b2": (1, 1), "b3": (1, 2), "b4": (2, 1), "b5": (1, 1), "b6": (1, 1)}
     # shortcut where in == out: b1, b2, b3 (strided -> pooled), b5; not b4 (32->56), b6 (56->104)
-    assert [blocks[f"stages.s{s}.{b}"].use_shortcut for s, b in
-            [(1, "b1"), (1, "b2"), (1, "b3"), (2, "b4"), (2, "b5"), (3, "b6")]] == [True, True, True, False, True, False]
+    units = [(1, "b1"), (1, "b2"), (1, "b3"), (2, "b4"), (2, "b5"), (3, "b6")]
+    assert [blocks[f"stages.s{s}.{b}"].use_shortcut for s, b in units] == [True, True, True, False, True, False]
     pool = blocks["stages.s1.b3"].shortcut
     assert isinstance(pool, nn.AvgPool2d) and pool.kernel_size == 3 and pool.padding == 1
     assert tuple(pool.stride) == (1, 2)

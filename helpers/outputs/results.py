@@ -3,8 +3,8 @@ import json
 from pathlib import Path
 
 from dataset.dcase25 import CLASSES, DEVICE_GROUPS, DEVICES
-from helpers.complexity import complexity_markdown
 from helpers.files import atomic_path, write_json, write_text
+from helpers.outputs.complexity import complexity_markdown
 
 GENERAL, DEVICE_SPECIFIC = "General Model", "Device-specific Models"
 
@@ -44,7 +44,7 @@ def write_figures(out_dir, run_id: str, confusion: dict) -> list:
     """Draw the figures of a final test from its confusion counts (``{system: {device: matrix}}``) into
     ``out_dir``: per system a confusion matrix and a class x device accuracy map, and for a stage-2 run
     the map of the device-specific system minus the general model. Returns the PNG paths."""
-    from helpers.plots import result_figures  # matplotlib is imported only when figures are drawn
+    from helpers.outputs.drawing import result_figures  # matplotlib is imported only when figures are drawn
     difference = (DEVICE_SPECIFIC, GENERAL) if {DEVICE_SPECIFIC, GENERAL} <= confusion.keys() else None
     figures = result_figures(f"run {run_id}", confusion, CLASSES, DEVICES, DEVICE_GROUPS, difference)
     paths = []

@@ -1,19 +1,31 @@
-"""The LightningModule both training stages use: front end, augmentation, optimiser, metrics."""
+"""The LightningModule both training stages use: the training step (augmentation, loss), the optimiser
+and its schedule, validation and test per class, device and device group, and every logged curve."""
+import math
+
 import lightning as L
 import torch
 
-from helpers.distillation import kd_loss, teacher_targets
-from helpers.metrics import SceneDeviceAccuracy
-from helpers.schedule import warmup_cosine
-from models.augmentation import TrainingAugmentation
-from models.frontend import LogMelFrontEnd
-from models.inference import infer
-from models.quantization import frozen_epochs, is_qat, quantize_to_int8, set_qat_frozen, with_quantization
-from models.registry import DEFAULT_NETWORK, build_network, network_record
+from dataset.errors import UserError
+from helpers.training.augmentation import TrainingAugmentation
+from helpers.training.losses import training_loss
+from helpers.training.metrics import SceneDeviceAccuracy
+from models.inference import infer, store_for_submission
+from models.quantization import frozen_epochs, is_qat, set_qat_frozen, with_quantization
+from models.registry import DEFAULT_NETWORK, build_frontend, build_network, network_record
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError):
     """The loss became NaN or infinite: training cannot go on from here."""
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor for optimiser ``step`` (0-based), the baseline's schedule: 0 -> 1 over
+    ``warmup_steps``, then ``0.5 * (1 + cos(pi * progress))`` so that it reaches 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class SceneClassifier(L.LightningModule):
@@ -23,8 +35,10 @@ class SceneClassifier(L.LightningModule):
     logged as ``<prefix>val/...`` and ``<prefix>test/...``. ``model`` defaults to a fresh
     network built from the flags (``--model`` and its network's flags); a model that routes by device
     takes ``(x, devices)``. Checkpoints record the network's name and config under ``network``. With a
-    ``teacher`` (``helpers.distillation.TeacherLogits``) the training loss is the distillation loss
+    ``teacher`` (``helpers.training.teacher_file.TeacherLogits``) the training loss is the distillation loss
     of ``--kd_lambda`` and ``--temperature``, the teacher's logits looked up by each clip's file name.
+    Curves: ``<prefix>train/loss`` and its parts, ``<prefix>lr``, ``<prefix>epoch``, and every figure of
+    ``SceneDeviceAccuracy`` under ``<prefix>val/`` and ``<prefix>test/``.
     ``input_sample_rate`` is the rate the audio arrives at (default ``orig_sample_rate``).
     """
 
@@ -32,15 +46,15 @@ class SceneClassifier(L.LightningModule):
                  input_sample_rate: int = None, teacher=None):
         super().__init__()
         self.save_hyperparameters(config)
-        self.frontend = LogMelFrontEnd.from_args(self.hparams)
-        if input_sample_rate is not None:  # audio that arrives already resampled (the audio cache)
-            self.frontend.resample = LogMelFrontEnd(orig_sample_rate=input_sample_rate,
-                                                    sample_rate=self.hparams.sample_rate).resample
-        self.augment = TrainingAugmentation.from_args(self.hparams, input_sample_rate or self.hparams.orig_sample_rate)
         if model is None:
             model = build_network(self.hparams.get("model") or DEFAULT_NETWORK, dict(self.hparams))
             model = with_quantization(model, self.hparams.get("quantize"))
         self.model = model
+        # the network's own front end, for audio at the rate it arrives at (the audio cache: resampled already)
+        network = getattr(model, "base_model", model)
+        name = getattr(network, "network_name", self.hparams.get("model") or DEFAULT_NETWORK)
+        self.frontend = build_frontend(name, dict(self.hparams), input_sample_rate)
+        self.augment = TrainingAugmentation.from_args(self.hparams, input_sample_rate or self.hparams.orig_sample_rate)
         self.log_prefix = log_prefix
         self.teacher = teacher
         self.val_metrics = SceneDeviceAccuracy()
@@ -71,22 +85,17 @@ class SceneClassifier(L.LightningModule):
         waveform, labels, devices, filenames = batch
         features, mix = self.augment(waveform, devices, self.frontend)
         logits = self.classify(features, devices)
-        prefix = self.log_prefix
-        if self.teacher is None:
-            loss = mix.cross_entropy(logits, labels)
-        else:
-            temperature = self.hparams.temperature
-            # mixed clips get mixed targets: the labels' and the teacher's, with the same weights
-            teacher_probs = mix.targets(teacher_targets(self.teacher.lookup(filenames).to(logits.device), temperature))
-            loss, label_loss, distill_loss = kd_loss(logits, mix.label_targets(labels, logits.size(-1)), teacher_probs,
-                                                     self.hparams.kd_lambda, temperature)
-            self.log(f"{prefix}train/label_loss", label_loss, batch_size=len(labels))
-            self.log(f"{prefix}train/kd_loss", distill_loss, batch_size=len(labels))
+        teacher_logits = None if self.teacher is None else self.teacher.lookup(filenames).to(logits.device)
+        loss, parts = training_loss(logits, labels, mix, teacher_logits, self.hparams.get("kd_lambda"),
+                                    self.hparams.get("temperature"))
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}). "
                 "The run stopped; its last checkpoint is from the end of the last complete epoch. Lower --lr "
                 "or check the data, then start again (or continue with --resume).")
+        prefix = self.log_prefix
+        for name, value in parts.items():
+            self.log(f"{prefix}train/{name}", value, batch_size=len(labels))
         self.log(f"{prefix}train/loss", loss, prog_bar=True, batch_size=len(labels))
         self.log(f"{prefix}lr", self.optimizers().param_groups[0]["lr"], batch_size=len(labels))
         self.log(f"{prefix}epoch", float(self.current_epoch), batch_size=len(labels))
@@ -110,7 +119,7 @@ class SceneClassifier(L.LightningModule):
         self.val_metrics.reset()
 
     def on_test_start(self):
-        store_as_submitted(self.model)
+        store_for_submission(self.model)
 
     def test_step(self, batch, batch_idx):
         waveform, labels, devices, _ = batch
@@ -118,7 +127,7 @@ class SceneClassifier(L.LightningModule):
 
     @torch.no_grad()
     def inference_logits(self, waveform, devices=None):
-        """Float32 logits as at inference, once ``store_as_submitted`` has been applied: 16-bit inputs and
+        """Float32 logits as at inference, once ``store_for_submission`` has been applied: 16-bit inputs and
         parameters, computed the fastest way of this machine (``models/inference.py``), never under a
         training autocast."""
         with torch.autocast(waveform.device.type, enabled=False):
@@ -138,18 +147,3 @@ class SceneClassifier(L.LightningModule):
         # files, not to the curves
         self.log_dict({f"{self.log_prefix}{stage}/{name}": value for name, value in results.items()
                        if not name.startswith("count.")}, rank_zero_only=True)
-
-
-def store_as_submitted(model: torch.nn.Module) -> torch.nn.Module:
-    """Put ``model`` (in place) into the form it is tested and submitted in: a quantisation-aware
-    model becomes its int8 model (models/quantization.py), and every floating-point parameter is
-    rounded to 16 bits (``round_parameters_to_fp16``)."""
-    if is_qat(model):
-        quantize_to_int8(model)
-    return round_parameters_to_fp16(model)
-
-
-def round_parameters_to_fp16(model: torch.nn.Module) -> torch.nn.Module:
-    """Store parameters and buffers as 16-bit floats (int8 ones stay int8), as the challenge's memory
-    limit requires. ``models.inference.infer`` computes on them the fastest way of the machine."""
-    return model.half()

@@ -10,18 +10,18 @@ alone), so evaluation is never augmented. The order:
       impulse response drawn at random (``--dir_dir``);
    c. mixup: clips mixed in pairs (``--mixup_alpha``, ``--mixup_p``); after DIR, so that each part
       of a mixture keeps its own device's colour;
-2. front end: resampling and mel power (``LogMelFrontEnd.mel_power``);
+2. front end, first half (``frontend.spectrogram``): resampling and the mel power (for PaSST: its
+   normalised log-mel);
 3. features:
-   a. frequency and time masking on the mel power, before the log (``--freqm``, ``--timem``);
-   b. the log (``LogMelFrontEnd.log``);
+   a. frequency and time masking on that spectrogram (``--freqm``, ``--timem``);
+   b. the front end's second half (``frontend.finish``): the log (for PaSST: nothing);
    c. Frequency-MixStyle on the log-mel batch (``--mixstyle_p``, ``--mixstyle_alpha``).
 
-Mixup returns its pairing (``Mix``), which mixes the label loss, and any other per-clip target
-(a teacher's soft targets), with the same partners and weights. An augmentation that is off draws
-no random numbers, so the baseline's seeded runs are unchanged.
+Mixup returns its pairing (``Mix``), with which the losses (``helpers/training/losses.py``) mix the
+labels and any other per-clip target (a teacher's soft targets) like the clips. An augmentation that
+is off draws no random numbers, so the baseline's seeded runs are unchanged.
 """
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +37,8 @@ from dataset.impulse_responses import load_impulse_responses
 class Mix:
     """How mixup paired one batch: clip i became ``weight[i] * clip i + (1 - weight[i]) * clip partner[i]``.
     Without mixup both are None and nothing is mixed."""
-    partner: Optional[torch.Tensor] = None  # [B] long
-    weight: Optional[torch.Tensor] = None  # [B] float
+    partner: torch.Tensor | None = None  # [B] long
+    weight: torch.Tensor | None = None  # [B] float
 
     def targets(self, per_clip: torch.Tensor) -> torch.Tensor:
         """Mix any per-clip tensor ``[B, ...]`` (one-hot labels, a teacher's probabilities) like the clips."""
@@ -46,21 +46,6 @@ class Mix:
             return per_clip
         weight = self.weight.to(per_clip.dtype).view(-1, *[1] * (per_clip.dim() - 1))
         return weight * per_clip + (1 - weight) * per_clip[self.partner]
-
-    def label_targets(self, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-        """The labels as a loss takes them: the class indices, or after mixup the mixed one-hot vectors."""
-        if self.partner is None:
-            return labels
-        return self.targets(F.one_hot(labels, n_classes).float())
-
-    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The label loss, mixed with the clips' weights (the plain cross-entropy without mixup)."""
-        if self.partner is None:
-            return F.cross_entropy(logits, labels)
-        own = F.cross_entropy(logits, labels, reduction="none")
-        partners = F.cross_entropy(logits, labels[self.partner], reduction="none")
-        weight = self.weight.to(own.dtype)
-        return (weight * own + (1 - weight) * partners).mean()
 
 
 def roll_clips(waveform: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -154,7 +139,7 @@ def check_augmentation_flags(config) -> None:
         raise DataError(f"--mixup_alpha {config.mixup_alpha}: the Beta parameter must be positive (0 turns mixup off).")
     if getattr(config, "dir_p", 0.0) > 0 and not getattr(config, "dir_dir", None):
         raise DataError(f"--dir_p {config.dir_p} needs --dir_dir FOLDER, the folder of impulse responses "
-                        "(e.g. the MicIRP wav files; see the README, 'Augmentation').")
+                        "(e.g. the MicIRP wav files; see docs/augmentation.md).")
     unknown = [d for d in getattr(config, "dir_devices", ["a"]) if d not in DEVICES]
     if unknown:
         raise DataError(f"--dir_devices: unknown device {unknown[0]}; the devices are {', '.join(DEVICES)}.")
@@ -199,5 +184,5 @@ class TrainingAugmentation(nn.Module):
         waveform = roll_clips(waveform, self.roll_samples)
         waveform = convolve_devices(waveform, devices, self.responses, self.dir_p, self.dir_devices)
         waveform, mix = mixup(waveform, self.mixup_alpha, self.mixup_p)
-        features = frontend.log(self.masking(frontend.mel_power(waveform)))
+        features = frontend.finish(self.masking(frontend.spectrogram(waveform)))
         return mixstyle(features, self.mixstyle_p, self.mixstyle_alpha), mix

@@ -1,76 +1,17 @@
-"""Finding and reading checkpoints: this project's and the organisers' Lightning checkpoints."""
-import argparse
-import os
-from pathlib import Path
-
+"""Networks from checkpoints: the general model of a stage-1 run, the device container of a stage-2
+run (this project's and the organisers' Lightning checkpoints), and finished device runs merged."""
 import torch
 
-from helpers.cli import given_network_flags, network_flags
-from helpers.files import atomic_path
+from helpers.setup.checkpoints import CheckpointError, hyper_parameters, load_checkpoint, resolve_checkpoint
+from helpers.setup.console import rank_zero_print
+from helpers.setup.flags import given_network_flags, network_flags
+from models.multi_device import MultiDeviceModel
 from models.quantization import is_qat_state, with_quantization
 from models.registry import DEFAULT_NETWORK, build_network, network_record
+
 # prefixes of the general model and of the device container in Lightning checkpoints
 GENERAL_PREFIXES = ("model.",)
 CONTAINER_PREFIXES = ("model.", "multi_device_model.")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be found or used; the message says which and what to do."""
-
-
-def run_dirs(project_name) -> list:
-    """Run folders under ``<project_name>/`` that hold a ``last.ckpt``, newest first."""
-    found = Path(project_name).glob("*/checkpoints/last.ckpt")
-    return [p.parents[1] for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
-
-
-def resolve_checkpoint(ckpt_id: str, project_name: str) -> Path:
-    """``--ckpt_id``: a run id (-> ``<project_name>/<id>/checkpoints/last.ckpt``) or a checkpoint path."""
-    as_path = Path(ckpt_id).expanduser()
-    if as_path.is_file():
-        return as_path
-    if as_path.suffix == ".ckpt" or os.sep in ckpt_id:
-        raise CheckpointError(f"--ckpt_id {ckpt_id}: no such checkpoint file.")
-    candidate = Path(project_name) / ckpt_id / "checkpoints" / "last.ckpt"
-    if candidate.is_file():
-        return candidate
-    runs = run_dirs(project_name)
-    matches = [run for run in runs if run.name.startswith(ckpt_id)]  # the start of an id is enough
-    if len(matches) == 1:
-        return matches[0] / "checkpoints" / "last.ckpt"
-    if matches:
-        raise CheckpointError(f"--ckpt_id {ckpt_id} matches several runs under {project_name}/: "
-                              f"{', '.join(r.name for r in matches)}. Give more of the run id.")
-    listing = (f"Runs with a checkpoint under {project_name}/ (newest first): " + ", ".join(r.name for r in runs)
-               if runs else f"No run under {project_name}/ has a checkpoint yet.")
-    raise CheckpointError(f"--ckpt_id {ckpt_id}: {candidate} does not exist. {listing}. "
-                          "Pass one of these ids (with the same --project_name) or the path of a .ckpt file.")
-
-
-def run_of_checkpoint(path):
-    """The run id of a run's checkpoint, ``<project_name>/<run id>/checkpoints/last.ckpt``; None for a
-    checkpoint file anywhere else."""
-    path = Path(path)
-    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
-        return path.parents[1].name
-    return None
-
-
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint without running any code stored in it (``weights_only=True``)."""
-    try:
-        from lightning.fabric.utilities.data import AttributeDict
-        safe = [argparse.Namespace, AttributeDict]
-        with torch.serialization.safe_globals(safe):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(f"{path} is not a checkpoint torch can read safely ({type(err).__name__}: {err}). "
-                              "Pass a .ckpt written by train_base.py or train_device_specific.py, or one of the "
-                              "organisers' baseline checkpoints.") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint of this project or of the organisers' "
-                              "baseline (it has no 'state_dict').")
-    return checkpoint
 
 
 def _strip(state_dict: dict, prefix: str) -> dict:
@@ -90,11 +31,6 @@ def split_state_dict(checkpoint: dict) -> tuple:
             return "general", general
     raise CheckpointError("The checkpoint holds no model weights under the prefixes "
                           f"{', '.join(GENERAL_PREFIXES + CONTAINER_PREFIXES)}.")
-
-
-def hyper_parameters(checkpoint: dict) -> dict:
-    saved = checkpoint.get("hyper_parameters") or {}
-    return dict(vars(saved)) if isinstance(saved, argparse.Namespace) else dict(saved)
 
 
 def checkpoint_network(checkpoint: dict, path, args=None) -> torch.nn.Module:
@@ -165,10 +101,21 @@ def load_general_model(ckpt_path, args=None, quantize=None):
     return with_quantization(general, quantize), trained_8bit
 
 
-def save_checkpoint(checkpoint: dict, path) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
-    return Path(path)
+def start_model(args):
+    """The network stage 1 trains: the general model of ``--init_ckpt``, or a fresh network of the flags with
+    its starting weights (a network that has pretrained ones: ``--pretrained``). None for a resumed run,
+    which continues from its own checkpoint."""
+    if args.resume:
+        return None
+    if args.init_ckpt:
+        init_path = resolve_checkpoint(args.init_ckpt, args.project_name)
+        model, _ = load_general_model(init_path, args, args.quantize)
+        rank_zero_print(f"Starting from the general model of {init_path}.")
+        return model
+    model = build_network(args.model, vars(args))
+    if hasattr(model, "load_pretrained_weights"):
+        rank_zero_print(model.load_pretrained_weights())
+    return with_quantization(model, args.quantize)
 
 
 def devices_in(state: dict) -> list:
@@ -182,8 +129,6 @@ def load_device_system(ckpt_id, project_name, args=None, allow_general=False, al
 
     A stage-1 checkpoint becomes a container without device models when ``allow_general``; a
     stage-2 run stopped before its last device is refused unless ``allow_unfinished``."""
-    from models.multi_device import MultiDeviceModel
-
     path = resolve_checkpoint(str(ckpt_id), project_name)
     checkpoint = load_checkpoint(path)
     kind, state = split_state_dict(checkpoint)
@@ -203,8 +148,6 @@ def load_device_system(ckpt_id, project_name, args=None, allow_general=False, al
 def merge_device_runs(run_ids, project_name, args=None):
     """One device container from stage-2 runs that fine-tuned different devices of the same
     general model (independent jobs run in parallel): ``(system, general_checkpoint, devices)``."""
-    from models.multi_device import MultiDeviceModel
-
     network, base_state, general, device_states = None, None, None, {}
     for run_id in run_ids:
         path = resolve_checkpoint(run_id, project_name)

@@ -1,12 +1,11 @@
 """Networks by name: the registry and its flags, CP-ResNet, checkpoints that rebuild their network,
-and a new network added as the README's "Adding a network" says, trained, exported and run."""
+and a new network added as docs/networks.md, "Adding a network", says, trained, exported and run."""
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pandas as pd
@@ -15,12 +14,12 @@ import torch
 
 import train_base
 import train_device_specific
-from dataset.demo import write_demo_dataset
-from helpers.checkpoints import CheckpointError, checkpoint_network, load_weights
-from helpers.cli import build_parser, parse_args
-from helpers.complexity import model_complexity
-from helpers.submission import ExportError, carried_modules, export_submission
-from models.asc_module import SceneClassifier
+from helpers.outputs.complexity import model_complexity
+from helpers.outputs.submission import ExportError, carried_modules, export_submission
+from helpers.setup.checkpoints import CheckpointError
+from helpers.setup.flags import build_parser, parse_args
+from helpers.setup.model_loader import checkpoint_network, load_weights
+from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network
 from models.cp_resnet import CPResNet, CPResNetConfig, kernel_sizes
 from models.multi_device import MultiDeviceModel
@@ -35,13 +34,6 @@ def run(cmd, cwd, env=None):
     result = subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
-
-
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("networks") / "demo_data"
-    write_demo_dataset(folder, scale=0.05)
-    return folder
 
 
 # --- the registry and the flags ---
@@ -120,6 +112,7 @@ def test_rho_sets_the_receptive_field():
 
 # --- checkpoints that rebuild their network ---
 
+@pytest.mark.slow
 def test_cp_resnet_through_stage_2_evaluate_and_export(demo_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     data = ["--demo", "--demo_dir", str(demo_dir)]
@@ -153,12 +146,11 @@ def test_cp_resnet_through_stage_2_evaluate_and_export(demo_dir, tmp_path, monke
     assert len(pd.read_csv(folder / "output.csv", sep="\t")) == len(pd.read_csv(demo_dir / "eval" / "evaluation_setup" /
                                                                                   "fold1_test.csv", sep="\t"))
 
-    # the export carries CP-ResNet's code, not CP-Mobile's, and its settings
+    # the export carries models/ (CP-ResNet's code with it) and the run's settings
     package = export_submission(stage2, "Test_TEST_task1", 1, tmp_path / "submissions")
     settings = json.loads((package / "Test_TEST_task1" / "ckpts" / "Test_TEST_task1_1.json").read_text())
     assert settings["network"] == json.loads(json.dumps(record))
     assert (package / "Test_TEST_task1" / "models" / "cp_resnet.py").is_file()
-    assert not (package / "Test_TEST_task1" / "models" / "cp_mobile.py").exists()
 
 
 def test_teachers_over_the_limits_are_not_exported(tmp_path):
@@ -171,26 +163,37 @@ def test_teachers_over_the_limits_are_not_exported(tmp_path):
     assert not (tmp_path / "submissions").exists()
 
 
-def test_the_package_carries_the_networks_module_and_its_imports():
-    resnet = carried_modules(["models.cp_resnet", "models.frontend"])
-    # the registry imports models/quantization.py (the record says whether a network is 8-bit)
-    assert resnet == ["models/cp_resnet.py", "models/frontend.py", "models/quantization.py", "models/registry.py"]
-    assert "models/cp_mobile.py" in carried_modules(["models.cp_mobile"])
+def test_the_package_carries_models_whole_and_the_two_modules_it_needs(tmp_path, monkeypatch):
+    carried = carried_modules()
+    models = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "models").glob("*.py"))
+    assert carried == models + ["dataset/audio.py", "helpers/outputs/drawing.py"]
+    # a module of models/ importing what the package does not carry is refused, naming both
+    from helpers.outputs import submission
+    fake = tmp_path / "repo"
+    shutil.copytree(REPO / "models", fake / "models")
+    (fake / "dataset").mkdir(), (fake / "helpers" / "outputs").mkdir(parents=True)
+    for path in ("dataset/audio.py", "helpers/outputs/drawing.py"):
+        shutil.copy(REPO / path, fake / path)
+    (fake / "models" / "leaky.py").write_text("from helpers.setup.flags import build_parser\n")
+    monkeypatch.setattr(submission, "REPO", fake)
+    with pytest.raises(ExportError, match="models/leaky.py imports helpers.setup.flags"):
+        carried_modules()
 
 
-# --- a new network, added as the README says ---
+# --- a new network, added as docs/networks.md says ---
 
 def readme_network_example():
-    """The file name and code of the example in the README's "Adding a network" section."""
-    section = (REPO / "README.md").read_text().split("## Adding a network", 1)[1].split("\n## ", 1)[0]
+    """The file name and code of the example in the "Adding a network" section of docs/networks.md."""
+    section = (REPO / "docs" / "networks.md").read_text().split("## Adding a network", 1)[1].split("\n## ", 1)[0]
     name = re.search(r"`models/(\w+)\.py`", section).group(1)
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     return name, code
 
 
-def test_a_network_added_as_the_readme_says_trains_exports_and_predicts(demo_dir, tmp_path):
+@pytest.mark.slow
+def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, tmp_path, package_python):
     name, code = readme_network_example()
-    repo = tmp_path / "repo"  # a copy of the project, so that the new file goes where the README says
+    repo = tmp_path / "repo"  # a copy of the project, so that the new file goes where the page says
     repo.mkdir()
     for entry in REPO.iterdir():
         if entry.suffix == ".py" or entry.name == "requirements.txt":  # the package pins its runtime from it
@@ -213,11 +216,8 @@ def test_a_network_added_as_the_readme_says_trains_exports_and_predicts(demo_dir
     package = repo / "submissions" / "Toy_TEST_task1"
     assert (package / "Toy_TEST_task1" / "models" / f"{name}.py").is_file()
 
-    # install it offline into a fresh environment that cannot see the repository, and predict
-    python = tmp_path / "venv" / "bin" / "python"
-    run([sys.executable, "-m", "venv", "--without-pip", tmp_path / "venv"], tmp_path)
-    purelib = run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path).strip()
-    Path(purelib, "outer_site_packages.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # install it offline into an environment that cannot see the repository, and predict
+    python = package_python
     run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", package],
         tmp_path)
     files = [str(demo_dir / f) for f in pd.read_csv(demo_dir / "split_setup" / "test.csv", sep="\t")["filename"][:4]]
@@ -231,11 +231,11 @@ def test_a_network_added_as_the_readme_says_trains_exports_and_predicts(demo_dir
 
     # the same logits as the trained checkpoint gives in the project (its final-test path)
     reference = ("import json, sys, torch; from dataset.audio import load_audio; "
-                 "from helpers.checkpoints import load_device_system; from models.asc_module import "
-                 "SceneClassifier, round_parameters_to_fp16; "
+                 "from helpers.setup.model_loader import load_device_system; from helpers.training.module import "
+                 "SceneClassifier; from models.inference import store_for_submission; "
                  "system, ckpt, _ = load_device_system(sys.argv[1], 'DCASE25_Task1', allow_general=True); "
                  "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
-                 "round_parameters_to_fp16(system); "
+                 "store_for_submission(system); "
                  "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
                  "torch.save(module.inference_logits(waves, json.loads(sys.argv[3])), 'reference.pt')")
     run([sys.executable, "-c", reference, run_id, json.dumps(files), json.dumps(devices)], repo, env)

@@ -1,10 +1,17 @@
-"""Command-line flags shared by both training scripts, with the organisers' names and defaults."""
+"""Command-line flags of both training scripts, with the organisers' names and defaults, the flags of
+every registered network, and the next commands a run prints (they carry the flags it must share).
+
+``python -m helpers.setup.flags --markdown`` prints every flag of both scripts as docs/flags.md holds them.
+"""
 import argparse
-import difflib
 import os
 import shlex
 import sys
+from pathlib import Path
 
+from dataset.command_line import StrictParser
+from dataset.dcase25 import TRAIN_DEVICES
+from helpers.files import write_text
 from models.quantization import QUANTIZE_CHOICES
 from models.registry import DEFAULT_NETWORK, flag_fields, make_config, networks
 
@@ -32,58 +39,6 @@ DEMO_DEFAULTS = {
 }
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description (the usage examples) as written and adds each flag's default once: not
-    where the help text already speaks of its default, and not for switches or flags without one."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "default" in text or action.default in (None, argparse.SUPPRESS) or action.default is False:
-            return text
-        default = action.default
-        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
-        return f"{text} (default: {shown.replace('%', '%%')})"
-
-
-class StrictParser(argparse.ArgumentParser):
-    """An ArgumentParser that takes flags only as written in full. argparse would take ``--n_epoch 3``
-    for ``--n_epochs 3`` (and ``--train_device a`` for ``--train_devices a``); here an abbreviated or
-    mistyped flag is refused, with the flag it resembles."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, allow_abbrev=False, **kwargs)
-
-    def parse_args(self, args=None, namespace=None):
-        args = sys.argv[1:] if args is None else list(args)
-        known = list(self._option_string_actions)
-        # unknown flags first: their hint matters more than a missing required flag they may be meant for
-        mistyped = [token for token in args if token.startswith("--") and token.split("=", 1)[0] not in known]
-        if mistyped:
-            self.error(unknown_flags_message(mistyped, known))
-        parsed, unknown = self.parse_known_args(args, namespace)
-        if unknown:
-            self.error(unknown_flags_message(unknown, known))
-        return parsed
-
-
-def unknown_flags_message(unknown, known_flags) -> str:
-    """``unrecognized arguments: ...`` with a 'did you mean' hint for each flag like a known one."""
-    hints = []
-    for token in unknown:
-        flag = token.split("=", 1)[0]
-        if not flag.startswith("--"):
-            continue
-        longer = [known for known in known_flags if known.startswith(flag)]
-        similar = longer or difflib.get_close_matches(flag, known_flags, n=3, cutoff=0.75)
-        if similar:
-            hints.append(f"{flag}: did you mean {' or '.join(similar)}?")
-    message = "unrecognized arguments: " + " ".join(unknown)
-    if hints:
-        message += " (flags must be written in full; " + "; ".join(hints) + ")"
-    return message
-
-
 def demo_help(stage: str) -> str:
     changes = " ".join(f"--{flag} {value}" for flag, value in DEMO_DEFAULTS[stage].items())
     return ("use the built-in synthetic demo set in --demo_dir (written on first use) with a shortened recipe: "
@@ -99,9 +54,8 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
                          help="wandb project; checkpoints go to <project_name>/<run id>/checkpoints/")
     general.add_argument("--experiment_name", type=str, help="wandb run name")
     general.add_argument("--num_workers", type=int, default=None,
-                         help="DataLoader worker processes (default: none for the audio cache on a CPU, where "
-                              "reading a batch is cheap and workers would take cores from the computation; "
-                              "else 8, capped at the available cores)")
+                         help="DataLoader worker processes (default: none for the audio cache on a CPU, else 8; "
+                              "capped at the available cores; why: docs/speed.md)")
     general.add_argument("--precision", type=str, default="32",
                          choices=["32", "16-mixed", "bf16-mixed", "32-true", "16", "bf16"],
                          help="Lightning precision (bf16-mixed also works on a CPU)")
@@ -155,6 +109,9 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     train.add_argument("--roll_sec", type=float, default=0.1, help="maximal waveform roll in seconds")
     train.add_argument("--lr", type=float, help="peak learning rate (AdamW, warm-up then cosine to 0)")
     train.add_argument("--warmup_steps", type=int, help="steps of linear learning-rate warm-up")
+    train.add_argument("--average_last", type=int, default=0, metavar="K",
+                       help="test, keep and export the average of the weights at the ends of the last K epochs, "
+                            "batch-norm statistics recomputed on the training data (0: off; in stage 2 per device)")
 
     distillation = parser.add_argument_group("knowledge distillation (off without --teacher_logits)")
     distillation.add_argument("--teacher_logits", type=str, default=None, metavar="FILE",
@@ -166,7 +123,7 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     distillation.add_argument("--temperature", type=float, default=2.0,
                               help="softmax temperature of teacher and student in the distillation loss")
 
-    augment = parser.add_argument_group("augmentation (models/augmentation.py; off by default)")
+    augment = parser.add_argument_group("augmentation (helpers/training/augmentation.py; off by default)")
     augment.add_argument("--dir_dir", type=str, default=None,
                          help="folder of device impulse responses (audio files, any rate, length or channel count)")
     augment.add_argument("--dir_p", type=float, default=0.0,
@@ -190,15 +147,86 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
 
     parser.set_defaults(**STAGE_DEFAULTS[stage])
     parser.set_defaults(_stage=stage)
+    for name, defaults in networks_training_defaults(stage).items():  # shown where they apply
+        for action in parser._actions:
+            if action.dest in defaults:
+                where = f"--model {name}" if stage_takes_network_from_flags(stage) else f"a {name} checkpoint"
+                value = defaults[action.dest]
+                action.help += f" [{where}: {value}{' with --dir_dir' if action.dest == 'dir_p' else ''}]"
+    return parser
+
+
+def networks_training_defaults(stage: str) -> dict:
+    """``{network: {flag: default}}``: the training defaults that registered networks bring for ``stage`` (a
+    class attribute ``training_defaults = {"base": {...}, "device": {...}}``, e.g. PaSST's teacher recipe)."""
+    found = {name: getattr(cls, "training_defaults", {}).get(stage) for name, cls in networks().items()}
+    return {name: defaults for name, defaults in found.items() if defaults}
+
+
+def network_of_run(args):
+    """The network stage 2 trains, read from the checkpoint it starts from (or continues), without loading the
+    weights; None where there is no such checkpoint (the error comes when the run starts)."""
+    from helpers.setup.checkpoints import CheckpointError, checkpoint_dir, recorded_network, resolve_checkpoint
+    from helpers.setup.runs import newest_run
+    try:
+        own = args.resume if isinstance(args.resume, str) else newest_run(args.project_name, "device") \
+            if args.resume else args.run_id
+        if own and (checkpoint_dir(args.project_name, own) / "last.ckpt").is_file():
+            return recorded_network(checkpoint_dir(args.project_name, own) / "last.ckpt")
+        start = (getattr(args, "merge", None) or [None])[0] or getattr(args, "ckpt_id", None)
+        return recorded_network(resolve_checkpoint(start, args.project_name)) if start else None
+    except CheckpointError:
+        return None
+
+
+def given_flags(argv) -> set:
+    """The flags written on the command line ``argv`` (``--flag`` and ``--flag=value`` alike)."""
+    return {token.split("=", 1)[0] for token in (sys.argv[1:] if argv is None else argv) if token.startswith("--")}
+
+
+def stage1_parser(description: str) -> argparse.ArgumentParser:
+    """The flags of ``train_base.py``."""
+    parser = build_parser("base", description)
+    parser.add_argument_group("stage 1").add_argument(
+        "--init_ckpt", type=str, default=None, metavar="RUN_ID",
+        help="start from the general model of this stage-1 run (or .ckpt), e.g. a float run to fine-tune with "
+             "--quantize int8; training itself starts at epoch 0")
+    return parser
+
+
+def stage2_parser(description: str) -> argparse.ArgumentParser:
+    """The flags of ``train_device_specific.py``."""
+    parser = build_parser("device", description)
+    stage2 = parser.add_argument_group("stage 2")
+    stage2.add_argument("--ckpt_id", type=str,
+                        help="stage-1 run id (or .ckpt path) to fine-tune; with --evaluate a stage-2 run id")
+    stage2.add_argument("--train_devices", nargs="+", default=TRAIN_DEVICES, help="devices that get their own model")
+    stage2.add_argument("--evaluate", action="store_true", help="predict the evaluation set with a stage-2 model")
+    stage2.add_argument("--eval_dir", type=str, default=None, help="evaluation set (audio/, evaluation_setup/)")
+    stage2.add_argument("--overwrite", action="store_true", help="replace an existing predictions folder")
+    stage2.add_argument("--merge", nargs="+", metavar="RUN_ID", default=None,
+                        help="combine finished stage-2 runs of different devices (independent jobs) into one "
+                             "system, then run its final test")
     return parser
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse flags; with ``--demo``, the demo defaults replace the ones not given explicitly."""
+    """Parse flags. Flags not given take, in this order of precedence, the demo defaults (with ``--demo``),
+    the training defaults of the network (``--model``, or in stage 2 the checkpoint's), the stage's."""
     args = parser.parse_args(argv)
-    if args.demo:
-        parser.set_defaults(**DEMO_DEFAULTS[args._stage])
+    stage = args._stage
+    network = args.model if stage_takes_network_from_flags(stage) else network_of_run(args)
+    training_defaults = networks_training_defaults(stage).get(network, {})
+    if training_defaults or args.demo:
+        parser.set_defaults(**{**training_defaults, **(DEMO_DEFAULTS[stage] if args.demo else {})})
         args = parser.parse_args(argv)
+    given = given_flags(argv)
+    args._training_defaults = {k: getattr(args, k) for k in training_defaults
+                               if f"--{k}" not in given and not (args.demo and k in DEMO_DEFAULTS[stage])}
+    args._training_defaults_of = network
+    if "dir_p" in args._training_defaults and not args.dir_dir:  # a recipe's DIR needs responses: off without
+        args.dir_p = args._training_defaults["dir_p"] = 0.0
+    if args.demo:
         args.dataset_dir = args.dataset_dir or args.demo_dir
         if args.split_dir == parser.get_default("split_dir"):
             args.split_dir = os.path.join(args.dataset_dir, "split_setup")
@@ -219,6 +247,8 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         parser.error(f"--kd_lambda {args.kd_lambda}: must lie between 0 (pure distillation) and 1 (labels only).")
     if not args.temperature > 0:
         parser.error(f"--temperature {args.temperature}: must be greater than 0.")
+    if not 0 <= args.average_last <= args.n_epochs:
+        parser.error(f"--average_last {args.average_last}: give 0 (off) to --n_epochs ({args.n_epochs}).")
     if args.qat_freeze_epochs is not None and not 0 <= args.qat_freeze_epochs <= args.n_epochs:
         parser.error(f"--qat_freeze_epochs {args.qat_freeze_epochs}: give 0 to --n_epochs ({args.n_epochs}).")
     return args
@@ -327,3 +357,94 @@ def model_flags(parser: argparse.ArgumentParser) -> list:
     """The flags that define the model's input: a later command on the same run must repeat them (the
     network itself is rebuilt from the checkpoint)."""
     return ["orig_sample_rate"] + group_flags(parser, "front end")
+
+
+def stage2_command(args, run_id) -> str:
+    """The command that starts stage 2 from stage-1 run ``run_id``, with the data, project and model flags it
+    must share (the network, 8-bit or not, comes from the checkpoint)."""
+    defaults = stage2_parser("")
+    shared = ["project_name", "wandb_mode"] + (["demo_dir"] if args.demo else ["dataset_dir", "split_dir"])
+    leading = ["--ckpt_id", run_id] + (["--demo"] if args.demo else [])
+    return command_line("train_device_specific.py", leading, args, shared + model_flags(defaults), defaults)
+
+
+def evaluation_commands(args, run_id) -> str:
+    """The commands that predict the evaluation set with stage-2 run ``run_id`` and export it as a submission."""
+    defaults = stage2_parser("")
+    eval_dir = str(Path(args.demo_dir) / "eval") if args.demo else "EVAL_DIR"
+    leading = ["--ckpt_id", run_id, "--evaluate", "--eval_dir", eval_dir] + (["--demo"] if args.demo else [])
+    flags = ["project_name"] + (["demo_dir"] if args.demo else []) + model_flags(defaults)
+    evaluate = command_line("train_device_specific.py", leading, args, flags, defaults)
+    export = command_line("export_submission.py", ["--ckpt_id", run_id, "--submission_name", "Lastname_INST_task1",
+                                                   "--submission_index", "1"], args, ["project_name"], defaults)
+    where = "" if args.demo else " (EVAL_DIR: the evaluation set, with audio/ and evaluation_setup/)"
+    return (f"Predict the evaluation set with{where}:\n  {evaluate}\n"
+            f"Export the run as a submission package (your label, index 1 to 4) with:\n  {export}")
+
+
+# --- docs/flags.md, written from the parsers ---
+
+FLAGS_PAGE = Path("docs") / "flags.md"
+
+
+def _default_cell(action, parser) -> str:
+    default = parser.get_default(action.dest)
+    if default is argparse.SUPPRESS:
+        return "the network's" if action.dest != "model" else "the checkpoint's"
+    if default is None or default is False:
+        return "-"
+    if default is True:
+        return "on"
+    return "`" + (" ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)) + "`"
+
+
+def flags_markdown() -> str:
+    """The page of every flag of both training scripts, by group, with each script's default."""
+    scripts = {"train_base.py": stage1_parser(""), "train_device_specific.py": stage2_parser("")}
+    groups = {}  # group title -> flag -> {"help": text, script: default cell}
+    for script, parser in scripts.items():
+        for group in parser._action_groups:
+            for action in group._group_actions:
+                if not action.option_strings or action.dest == "help":
+                    continue
+                entry = groups.setdefault(group.title, {}).setdefault(action.option_strings[0],
+                                                                      {"help": action.help or ""})
+                entry[script] = _default_cell(action, parser)
+    lines = ["# Flags", "",
+             f"<!-- written by `python -m helpers.setup.flags {FLAGS_PAGE}`; tests/test_flags_page.py fails when "
+             "it is stale -->", "",
+             "Every flag of the two training scripts with its default in each (`-`: none, the flag is off or "
+             "unset). The organisers' flags keep their names and defaults; flags must be written in full. "
+             "`--help` of a script lists the same.", ""]
+    for title, flags in groups.items():
+        lines += [f"## {title}", "", "| flag | train_base.py | train_device_specific.py | meaning |",
+                  "|---|---|---|---|"]
+        for flag, entry in flags.items():
+            cells = [entry.get(script, "(not a flag)") for script in scripts]
+            meaning = entry["help"].replace("|", "\\|").replace("%%", "%")
+            lines.append(f"| `{flag}` | {cells[0]} | {cells[1]} | {meaning} |")
+        lines.append("")
+    lines += ["## What `--demo` changes", "",
+              "With `--demo` these defaults replace the ones above (flags given on the command line still win):", "",
+              "| flag | train_base.py | train_device_specific.py |", "|---|---|---|"]
+    for flag in dict.fromkeys([*DEMO_DEFAULTS["base"], *DEMO_DEFAULTS["device"]]):
+        cells = [f"`{DEMO_DEFAULTS[stage][flag]}`" if flag in DEMO_DEFAULTS[stage] else "-"
+                 for stage in ("base", "device")]
+        lines.append(f"| `--{flag}` | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = StrictParser(description="Write the flags page from the parsers:\n\n"
+                                      f"    python -m helpers.setup.flags {FLAGS_PAGE}\n")
+    parser.add_argument("out", nargs="?", default=None, help="the file to write (default: print the page)")
+    args = parser.parse_args(argv)
+    page = flags_markdown()
+    if args.out is None:
+        print(page, end="")
+    else:
+        write_text(args.out, page)
+
+
+if __name__ == "__main__":
+    main()

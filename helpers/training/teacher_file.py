@@ -1,9 +1,10 @@
-"""Knowledge distillation: the teacher-logits file, its lookup by clip, and the loss.
+"""The teacher file of knowledge distillation: its format, reading and checking it, and the lookup of a
+batch's teacher logits by clip (the loss is in ``helpers/training/losses.py``).
 
 The teacher file (``--teacher_logits``) is TAB-separated, one row per clip: a ``filename`` column
 as in ``meta.csv`` (``audio/<name>.wav``), then one column per class, named as in ``CLASSES``,
 holding the teacher's logits (before the softmax). ``python -m helpers.teacher_logits`` writes it
-for runs of this project; logits made elsewhere can be used in the same form.
+for runs of this project; logits made elsewhere can be used in the same form (docs/distillation.md).
 
 The training step looks the teacher's logits up by the file names that every batch carries, so
 each clip gets its own row whatever the order, the audio cache, the DataLoader workers, the
@@ -12,12 +13,11 @@ processes of a distributed run or the device selection of stage 2.
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from dataset import validation
 from dataset.dcase25 import CLASSES
 from dataset.errors import DataError
-from helpers.experiment import say
+from helpers.files import atomic_path
 
 FLAG = "--teacher_logits"
 TEACHER_COLUMNS = ["filename", *CLASSES]
@@ -60,7 +60,6 @@ class TeacherLogits:
 
     def write(self, path) -> None:
         """The file in the documented format; logits with 9 significant digits (exact for float32)."""
-        from helpers.files import atomic_path
         table = pd.DataFrame(self.logits.double().numpy(), columns=CLASSES)
         table.insert(0, "filename", self.filenames)
         with atomic_path(path) as tmp:
@@ -95,42 +94,17 @@ def _finite_logits(table: pd.DataFrame, path) -> np.ndarray:
                       (~np.isfinite(logits), "is not finite (NaN or infinite, also after rounding to float32)")):
         if bad.any():
             row, column = np.argwhere(bad)[0]
-            raise DataError(f"{path} line {table.index[row]}, column {CLASSES[column]}: '{table[CLASSES[column]].iat[row]}' "
-                            f"{what}{f' ({int(bad.sum())} cells like it)' if bad.sum() > 1 else ''}. A teacher file holds "
-                            "finite logits only: write it again.")
+            cell = table[CLASSES[column]].iat[row]
+            others = f" ({int(bad.sum())} cells like it)" if bad.sum() > 1 else ""
+            raise DataError(f"{path} line {table.index[row]}, column {CLASSES[column]}: '{cell}' {what}{others}. "
+                            "A teacher file holds finite logits only: write it again.")
     return logits
 
 
-def read_teacher_logits(args, train_rows: pd.DataFrame):
+def read_teacher_logits(path, train_rows: pd.DataFrame):
     """``--teacher_logits`` read and checked to cover every clip of ``train_rows``, or None without it."""
-    if not args.teacher_logits:
+    if not path:
         return None
-    teacher = TeacherLogits.read(args.teacher_logits)
+    teacher = TeacherLogits.read(path)
     teacher.check_covers(train_rows["filename"])
-    say(f"Distilling from {args.teacher_logits} ({len(teacher)} clips): loss = {args.kd_lambda} * label loss + "
-        f"{1 - args.kd_lambda:g} * distillation loss at temperature {args.temperature}.")
     return teacher
-
-
-# --- the loss (the 2023 winner's, CPJKU) ---
-
-def teacher_targets(teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The teacher's soft targets: its probabilities at ``temperature``. The one place they are
-    formed; a batch augmentation that mixes clips (mixup) mixes these with the labels' weights."""
-    return F.softmax(teacher_logits.float() / temperature, dim=-1)
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * KL(teacher_T || student_T)`` with the element-wise KL terms averaged over batch AND
-    classes, as in the 2023 winner's code (PyTorch's ``batchmean`` would be n_classes times this)."""
-    log_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return F.kl_div(log_student, teacher_probs.float(), reduction="none").mean() * temperature ** 2
-
-
-def kd_loss(student_logits, labels, teacher_probs, kd_lambda: float, temperature: float) -> tuple:
-    """``(loss, label_loss, distillation_loss)`` with ``loss = kd_lambda * label_loss + (1 - kd_lambda)
-    * distillation_loss``. ``labels`` are class indices or (mixed) class probabilities;
-    ``teacher_probs`` come from ``teacher_targets`` (mixed by the caller if clips were mixed)."""
-    label_loss = F.cross_entropy(student_logits, labels)
-    distill = distillation_loss(student_logits, teacher_probs, temperature)
-    return kd_lambda * label_loss + (1 - kd_lambda) * distill, label_loss, distill

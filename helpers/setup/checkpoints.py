@@ -1,0 +1,95 @@
+"""Checkpoint files: found by run id or path, read without running code stored in them, written
+atomically. What network a checkpoint holds is read by ``helpers.setup.model_loader``."""
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from dataset.errors import UserError
+from helpers.files import atomic_path
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be found or used; the message says which and what to do."""
+
+
+def checkpoint_dir(project_name, run_id) -> Path:
+    return Path(project_name) / run_id / "checkpoints"
+
+
+def run_dirs(project_name) -> list:
+    """Run folders under ``<project_name>/`` that hold a ``last.ckpt``, newest first."""
+    found = Path(project_name).glob("*/checkpoints/last.ckpt")
+    return [p.parents[1] for p in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def resolve_checkpoint(ckpt_id: str, project_name: str) -> Path:
+    """``--ckpt_id``: a run id (-> ``<project_name>/<id>/checkpoints/last.ckpt``) or a checkpoint path."""
+    as_path = Path(ckpt_id).expanduser()
+    if as_path.is_file():
+        return as_path
+    if as_path.suffix == ".ckpt" or os.sep in ckpt_id:
+        raise CheckpointError(f"--ckpt_id {ckpt_id}: no such checkpoint file.")
+    candidate = Path(project_name) / ckpt_id / "checkpoints" / "last.ckpt"
+    if candidate.is_file():
+        return candidate
+    runs = run_dirs(project_name)
+    matches = [run for run in runs if run.name.startswith(ckpt_id)]  # the start of an id is enough
+    if len(matches) == 1:
+        return matches[0] / "checkpoints" / "last.ckpt"
+    if matches:
+        raise CheckpointError(f"--ckpt_id {ckpt_id} matches several runs under {project_name}/: "
+                              f"{', '.join(r.name for r in matches)}. Give more of the run id.")
+    listing = (f"Runs with a checkpoint under {project_name}/ (newest first): " + ", ".join(r.name for r in runs)
+               if runs else f"No run under {project_name}/ has a checkpoint yet.")
+    raise CheckpointError(f"--ckpt_id {ckpt_id}: {candidate} does not exist. {listing}. "
+                          "Pass one of these ids (with the same --project_name) or the path of a .ckpt file.")
+
+
+def run_of_checkpoint(path):
+    """The run id of a run's checkpoint, ``<project_name>/<run id>/checkpoints/last.ckpt``; None for a
+    checkpoint file anywhere else."""
+    path = Path(path)
+    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
+        return path.parents[1].name
+    return None
+
+
+def load_checkpoint(path, mmap: bool = False) -> dict:
+    """Read a checkpoint without running any code stored in it (``weights_only=True``); ``mmap`` maps the
+    tensors instead of reading them (for a look at what the checkpoint records)."""
+    try:
+        from lightning.fabric.utilities.data import AttributeDict
+        safe = [argparse.Namespace, AttributeDict]
+        with torch.serialization.safe_globals(safe):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # unpickling errors come in many types
+        raise CheckpointError(f"{path} is not a checkpoint torch can read safely ({type(err).__name__}: {err}). "
+                              "Pass a .ckpt written by train_base.py or train_device_specific.py, or one of the "
+                              "organisers' baseline checkpoints.") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint of this project or of the organisers' "
+                              "baseline (it has no 'state_dict').")
+    return checkpoint
+
+
+def recorded_network(path):
+    """The name of the network a checkpoint records (this project's record, else its ``model`` flag, else
+    CP-Mobile for a checkpoint of the organisers), read without loading the weights; None if unreadable."""
+    try:
+        checkpoint = load_checkpoint(path, mmap=True)
+    except CheckpointError:
+        return None
+    return (checkpoint.get("network") or {}).get("name") or hyper_parameters(checkpoint).get("model") or "cp_mobile"
+
+
+def hyper_parameters(checkpoint: dict) -> dict:
+    saved = checkpoint.get("hyper_parameters") or {}
+    return dict(vars(saved)) if isinstance(saved, argparse.Namespace) else dict(saved)
+
+
+def save_checkpoint(checkpoint: dict, path) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return Path(path)
