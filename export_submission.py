@@ -25,6 +25,8 @@ def build_parser():
     parser.add_argument("--split_dir", type=str, default=None,
                         help="folder with test.csv, the development-test split to package; downloaded there if "
                              "missing (default: the run's --split_dir, else split_setup)")
+    parser.add_argument("--ckpt_prefix", type=str, default=None, metavar="PREFIX",
+                        help="where the checkpoint holds several networks, the prefix of the one to export")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing submission index (and shared files that differ)")
     return parser
@@ -34,7 +36,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         package_dir = export_submission(args.ckpt_id, args.submission_name, args.submission_index, args.out_dir,
-                                        args.project_name, args.split_dir, args.overwrite)
+                                        args.project_name, args.split_dir, args.overwrite,
+                                        ckpt_prefix=args.ckpt_prefix)
     except UserError as err:
         sys.exit(f"error: {err}")
     print(f"Package folder: {package_dir}  (pip install {package_dir}; then run its test_complexity.py and "

@@ -213,7 +213,7 @@ def agreement(args, dataset_dir, cache, device):
     logits lie close together (a hard case)."""
     rows = dcase25.test_rows(dataset_dir, args.split_dir)
     if args.ckpt_id:
-        system, checkpoint, _ = load_device_system(args.ckpt_id, args.project_name, allow_general=True)
+        system, checkpoint, _ = load_device_system(args.ckpt_id, args.project_name)
         config = hyper_parameters(checkpoint)
         inference.store_for_submission(system)
     else:

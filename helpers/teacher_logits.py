@@ -44,7 +44,7 @@ def load_teacher(run, args) -> SceneClassifier:
     path = resolve_checkpoint(str(run), args.project_name)
     config = argparse.Namespace(**{**vars(args), **hyper_parameters(load_checkpoint(path, mmap=True))})
     # the network (any registered one) is rebuilt from the checkpoint alone
-    system, _, _ = load_device_system(path, args.project_name, allow_general=True)
+    system, _, _ = load_device_system(path, args.project_name, prefix=args.ckpt_prefix)
     module = SceneClassifier(vars(config), model=system, input_sample_rate=input_sample_rate(args))
     kind = f"device models {', '.join(system.device_models)}" if len(system.device_models) else "general model"
     rank_zero_print(f"Teacher {run}: {path} ({kind}).")

@@ -4,12 +4,13 @@ Built to match the organisers' model exactly: the same layers in the same order,
 parameter and MAC counts agree and their checkpoints load with ``strict=True``
 (state-dict names such as ``stages.s1.b1.block.0.0.weight``).
 """
+import re
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from models.registry import flag, make_config, register_network
+from models.registry import flag, make_config, register_network, shape_of, simplest_fitting
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -131,6 +132,37 @@ class Network(nn.Module):
             nn.AdaptiveAvgPool2d((1, 1)),
         )
         self.apply(initialize_weights)
+
+    @classmethod
+    def settings_from_state(cls, state: dict) -> dict:
+        """``n_classes, in_channels, base_channels, channels_multiplier, expansion_rate, n_blocks`` as the
+        shapes of a state dict of this network fix them (multiplier and expansion rate up to the rounding of
+        ``make_divisible``: the defaults where they fit, else the simplest value that does; strides are not in
+        the weights). ValueError where the entries are not CP-Mobile's."""
+        blocks = {}
+        for key in state:
+            match = re.fullmatch(r"stages\.s(\d+)\.b(\d+)\.block\.0\.0\.weight", key)
+            if match:
+                blocks.setdefault(int(match[1]), []).append(int(match[2]))
+        if not blocks or sorted(blocks) != list(range(1, len(blocks) + 1)):
+            raise ValueError("its blocks are not CP-Mobile's stages.s<i>.b<j>")
+        base = shape_of(state, "in_c.1.0.weight")[0]
+        stage_channels, expansions, in_channels = [base], [], base
+        for stage in sorted(blocks):
+            for block in sorted(blocks[stage]):
+                expansions.append((in_channels, shape_of(state, f"stages.s{stage}.b{block}.block.0.0.weight")[0]))
+                in_channels = shape_of(state, f"stages.s{stage}.b{block}.block.2.0.weight")[0]
+            stage_channels.append(in_channels)
+        defaults = NetworkConfig()
+        multiplier = simplest_fitting(
+            lambda m: all(make_divisible(base * m ** s, 8) == c for s, c in enumerate(stage_channels[1:])),
+            defaults.channels_multiplier, 0.5, 6.0)
+        expansion = simplest_fitting(lambda r: all(make_divisible(i * r, 8) == e for i, e in expansions),
+                                     defaults.expansion_rate, 0.5, 8.0)
+        return {"n_classes": shape_of(state, "feed_forward.0.weight")[0],
+                "in_channels": shape_of(state, "in_c.0.0.weight")[1], "base_channels": base,
+                "channels_multiplier": multiplier, "expansion_rate": expansion,
+                "n_blocks": tuple(len(blocks[s]) for s in sorted(blocks))}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.in_c(x))

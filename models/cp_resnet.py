@@ -16,12 +16,13 @@ The 2023 winner's CP-ResNet teachers: about 128k parameters with ``base_channels
 in 1x1) gives 122,356 parameters, the closest (``rho`` 3: 89,588; 5: 187,892), and is the default.
 Far over the complexity limits in MACs (86 million): a teacher, not a submission.
 """
+import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from models.registry import flag, register_network
+from models.registry import flag, register_network, shape_of, simplest_fitting
 
 
 @dataclass
@@ -102,6 +103,30 @@ class CPResNet(nn.Module):
             nn.AdaptiveAvgPool2d((1, 1)),
         )
         self.apply(initialize_weights)
+
+    @classmethod
+    def settings_from_state(cls, state: dict) -> dict:
+        """``n_classes, in_channels, base_channels, channels_multiplier, n_blocks, rho`` as the shapes of a
+        state dict of this network fix them (the default ``rho`` where several give the same kernels).
+        ValueError where the entries are not CP-ResNet's."""
+        blocks = {}
+        for key in state:
+            match = re.fullmatch(r"stages\.stage(\d)\.block(\d+)\.conv1\.weight", key)
+            if match:
+                blocks.setdefault(int(match[1]), []).append(int(match[2]))
+        if sorted(blocks) != [1, 2, 3]:
+            raise ValueError("its stages are not CP-ResNet's stages.stage1 to stage3")
+        n_blocks = tuple(len(blocks[s]) for s in (1, 2, 3))
+        names = [f"stages.stage{s}.block{b}" for s in (1, 2, 3) for b in sorted(blocks[s])]
+        kernels = [(shape_of(state, f"{n}.conv1.weight")[-1], shape_of(state, f"{n}.conv2.weight")[-1]) for n in names]
+        widths = [shape_of(state, f"stages.stage{s}.block1.conv1.weight")[0] for s in (1, 2, 3)]
+        defaults = CPResNetConfig()
+        rho = simplest_fitting(lambda r: kernel_sizes(n_blocks, int(r)) == kernels, defaults.rho, 0, 2 * sum(n_blocks))
+        multiplier = simplest_fitting(lambda m: all(round(widths[0] * m ** s) == w for s, w in enumerate(widths)),
+                                      defaults.channels_multiplier, 0.5, 6.0)
+        return {"n_classes": shape_of(state, "feed_forward.0.weight")[0],
+                "in_channels": shape_of(state, "in_c.0.weight")[1], "base_channels": widths[0],
+                "channels_multiplier": multiplier, "n_blocks": n_blocks, "rho": int(rho)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.feed_forward(self.stages(self.in_c(x))).flatten(1)

@@ -107,6 +107,7 @@ class PaSST(nn.Module):
     (the authors' network returns them with its embeddings; only the logits are kept). The state dict is
     the authors' under the prefix ``net.``."""
 
+    state_dict_anchor = "net.freq_new_pos_embed"  # PaSST's own entry (building one to learn its first takes seconds)
     role = "teacher"  # said when a run starts: far over the limits by design
     # the published PaSST teacher recipes (CPJKU 2023, Li_NTU 2025): 25 epochs, batch 80, lr 1e-5, about three
     # epochs of warm-up, Freq-MixStyle p 0.4 (alpha 0.4), DIR p 0.6, weight decay 1e-3, time masks of 20

@@ -7,14 +7,18 @@ else lists the networks. Fields of the config made with ``flag(default, help)`` 
 command-line flags ``--<field>`` (see ``helpers/cli.py``).
 
 A network may bring its own front end (a class method ``frontend(settings, input_sample_rate)``; the
-others take the log-mel front end of the front-end flags) and its starting weights (a method
-``load_pretrained_weights()``, called when stage 1 starts a network afresh).
+others take the log-mel front end of the front-end flags), its starting weights (a method
+``load_pretrained_weights()``, called when stage 1 starts a network afresh), and a class method
+``settings_from_state(state_dict)`` that reads its config from the weights' shapes (for checkpoints that
+record no settings). Checkpoints are searched for a network by its first state-dict entry (a class
+attribute ``state_dict_anchor`` where building a default network to learn it is costly).
 
 The exported submission package carries this module too and builds its network here by name.
 """
 import ast
 import dataclasses
 import importlib
+import math
 from pathlib import Path
 
 from models.frontend import LogMelFrontEnd
@@ -133,6 +137,44 @@ def build_frontend(name: str, settings: dict, input_sample_rate: int = None):
     if hasattr(cls, "frontend"):
         return cls.frontend(settings, rate)
     return LogMelFrontEnd.from_settings(settings, rate)
+
+
+def state_dict_anchor(name: str) -> str:
+    """The first state-dict entry of network ``name`` (``in_c.0.0.weight`` for CP-Mobile): where it sits in
+    a checkpoint, under whatever prefix, a network of this kind may sit."""
+    cls = network_class(name)
+    if not hasattr(cls, "state_dict_anchor"):
+        cls.state_dict_anchor = next(iter(build_network(name).state_dict()))
+    return cls.state_dict_anchor
+
+
+def settings_from_state(name: str, state_dict: dict):
+    """The config fields of network ``name`` that the shapes of ``state_dict`` fix (a dict), or None for a
+    network that cannot read them; ValueError where the entries are not of this network."""
+    reader = getattr(network_class(name), "settings_from_state", None)
+    return reader(state_dict) if reader else None
+
+
+def shape_of(state_dict: dict, key: str) -> tuple:
+    """The shape of entry ``key``; ValueError naming it where it is missing (for ``settings_from_state``)."""
+    if key not in state_dict:
+        raise ValueError(f"it has no entry {key}")
+    return tuple(state_dict[key].shape)
+
+
+def simplest_fitting(fits, default: float, low: float, high: float) -> float:
+    """The value ``v`` in [low, high] with ``fits(v)``: ``default`` if it fits, else the fitting value with
+    fewest decimals (up to two) nearest to ``default``. For settings that shapes fix only up to rounding
+    (CP-Mobile's channel multiplier); ValueError where none fits."""
+    if fits(default):
+        return default
+    for step in (1.0, 0.1, 0.01):
+        first, last = math.ceil(round(low / step, 6)), math.floor(round(high / step, 6))
+        grid = [round(i * step, 2) for i in range(first, last + 1)]
+        fitting = [v for v in grid if fits(v)]
+        if fitting:
+            return min(fitting, key=lambda v: (abs(v - default), v))
+    raise ValueError(f"no value between {low} and {high} gives these shapes")
 
 
 def network_record(model) -> dict:

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from helpers.setup.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
-from helpers.setup.flags import build_parser
-from helpers.setup.model_loader import load_weights, split_state_dict
+from helpers.setup.flags import build_parser, parse_args
+from helpers.setup.model_loader import read_system
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig
 from models.multi_device import MultiDeviceModel
@@ -103,30 +103,27 @@ def test_general_checkpoints_of_both_layouts_load_strictly(tmp_path):
     checkpoint = lightning_checkpoint(source.state_dict(), "model.")
     checkpoint["state_dict"]["mel.0.spectrogram.window"] = torch.ones(3)  # front-end buffers are ignored
     path = save_checkpoint(checkpoint, tmp_path / "general.ckpt")
-    checkpoint = load_checkpoint(path)
-    kind, state = split_state_dict(checkpoint)
-    assert kind == "general"
-    target = Network()
-    load_weights(target, state, checkpoint, path)
-    for a, b in zip(source.state_dict().values(), target.state_dict().values()):
+    system, _, prefix = read_system(path)
+    assert prefix == "model." and not system.device_models
+    for a, b in zip(source.state_dict().values(), system.base_model.state_dict().values()):
         assert torch.equal(a, b)
 
 
 def test_organisers_container_prefix_is_recognised(tmp_path):
     system = perturbed_system()
     path = save_checkpoint(lightning_checkpoint(system.state_dict(), "multi_device_model."), tmp_path / "c.ckpt")
-    kind, state = split_state_dict(load_checkpoint(path))
-    assert kind == "container"
-    restored = MultiDeviceModel(Network(), TRAIN_DEVICES)
-    restored.load_state_dict(state, strict=True)
+    restored, _, prefix = read_system(path)
+    assert prefix == "multi_device_model.base_model." and list(restored.device_models) == TRAIN_DEVICES
     assert torch.equal(restored.device_models["s2"].in_c[0][0].weight, system.device_models["s2"].in_c[0][0].weight)
 
 
-def test_checkpoint_of_other_network_flags_is_explained(tmp_path):
+def test_network_flags_that_contradict_the_checkpoint_are_refused_with_both_values(tmp_path):
     wide = Network(NetworkConfig(base_channels=40))
     checkpoint = lightning_checkpoint(wide.state_dict(), "model.", {"base_channels": 40})
-    with pytest.raises(CheckpointError, match="--base_channels 40"):
-        load_weights(Network(), split_state_dict(checkpoint)[1], checkpoint, "x.ckpt")
+    path = save_checkpoint(checkpoint, tmp_path / "w.ckpt")
+    args = parse_args(build_parser("device", ""), ["--base_channels", "24"])
+    with pytest.raises(CheckpointError, match="--base_channels 24 given here, the checkpoint's network has 40"):
+        read_system(path, args)
 
 
 def test_non_checkpoint_file_is_refused(tmp_path):
@@ -134,9 +131,12 @@ def test_non_checkpoint_file_is_refused(tmp_path):
     path.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="not a checkpoint torch can read"):
         load_checkpoint(path)
-    torch.save({"weights": torch.ones(2)}, tmp_path / "plain.ckpt")
-    with pytest.raises(CheckpointError, match="state_dict"):
-        load_checkpoint(tmp_path / "plain.ckpt")
+    torch.save([torch.ones(2)], tmp_path / "list.ckpt")
+    with pytest.raises(CheckpointError, match="not a dict of weights"):
+        load_checkpoint(tmp_path / "list.ckpt")
+    torch.save({"notes": "no weights"}, tmp_path / "empty.ckpt")
+    with pytest.raises(CheckpointError, match="holds no weights"):
+        load_checkpoint(tmp_path / "empty.ckpt")
 
 
 class RandomClips(torch.utils.data.Dataset):

@@ -18,7 +18,7 @@ from helpers.outputs.complexity import model_complexity
 from helpers.outputs.submission import ExportError, carried_modules, export_submission
 from helpers.setup.checkpoints import CheckpointError
 from helpers.setup.flags import build_parser, parse_args
-from helpers.setup.model_loader import checkpoint_network, load_weights
+from helpers.setup.model_loader import read_system
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network
 from models.cp_resnet import CPResNet, CPResNetConfig, kernel_sizes
@@ -125,7 +125,7 @@ def test_cp_resnet_through_stage_2_evaluate_and_export(demo_dir, tmp_path, monke
     assert stage1_ckpt["network"] == record
 
     # stage 2 gets no network flag: the network comes from the checkpoint; a disagreeing flag is refused
-    with pytest.raises(CheckpointError, match="--rho 3 given here does not agree"):
+    with pytest.raises(CheckpointError, match="--rho 3 given here, the checkpoint's network has 2"):
         train_device_specific.main([*data, "--ckpt_id", stage1, "--rho", "3", *TINY])
     stage2, _ = train_device_specific.main([*data, "--ckpt_id", stage1, "--train_devices", "a", "b", *TINY])
     container = torch.load(tmp_path / "DCASE25_Task1" / stage2 / "checkpoints" / "last.ckpt", weights_only=True)
@@ -233,7 +233,7 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     reference = ("import json, sys, torch; from dataset.audio import load_audio; "
                  "from helpers.setup.model_loader import load_device_system; from helpers.training.module import "
                  "SceneClassifier; from models.inference import store_for_submission; "
-                 "system, ckpt, _ = load_device_system(sys.argv[1], 'DCASE25_Task1', allow_general=True); "
+                 "system, ckpt, _ = load_device_system(sys.argv[1], 'DCASE25_Task1'); "
                  "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
                  "store_for_submission(system); "
                  "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
@@ -244,16 +244,21 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     assert torch.allclose(logits, expected, atol=1e-3), (logits - expected).abs().max()
 
 
-def test_checkpoints_without_a_record_are_cp_mobile_from_their_hyper_parameters(tmp_path):
+def torch_save(obj, path):
+    torch.save(obj, path)
+    return path
+
+
+def test_checkpoints_without_a_record_are_cp_mobile_from_their_hyper_parameters_or_shapes(tmp_path):
     """The organisers' checkpoints (and this project's older ones) name no network."""
     wide = build_network("cp_mobile", {"base_channels": 40})
     checkpoint = {"state_dict": {f"model.{k}": v for k, v in wide.state_dict().items()},
                   "hyper_parameters": {"base_channels": 40, "channels_multiplier": 1.8, "lr": 0.005}}
-    network = checkpoint_network(checkpoint, "organisers.ckpt")
-    assert network_record(network) == network_record(wide)
-    load_weights(network, {k[len("model."):]: v for k, v in checkpoint["state_dict"].items()}, checkpoint, "x")
-    # a checkpoint that records nothing at all is described by the run's flags
-    bare = {"state_dict": checkpoint["state_dict"]}
+    path = torch_save(checkpoint, tmp_path / "organisers.ckpt")
+    system, _, _ = read_system(path)
+    assert network_record(system) == network_record(wide)
+    # a checkpoint that records nothing at all: the settings are read from the weights' shapes
+    bare = torch_save({"state_dict": checkpoint["state_dict"]}, tmp_path / "bare.ckpt")
+    assert network_record(read_system(bare)[0]) == network_record(wide)
     args = parse_args(build_parser("device", ""), ["--base_channels", "40"])
-    assert network_record(checkpoint_network(bare, "bare.ckpt", args)) == network_record(wide)
-    assert network_record(checkpoint_network(bare, "bare.ckpt"))["config"]["base_channels"] == 32
+    assert network_record(read_system(bare, args)[0]) == network_record(wide)

@@ -261,7 +261,7 @@ def test_8bit_run_resumes_and_ends_with_the_int8_figures(workdir):
     assert results["results"]["General Model"]["count"] > 0
 
     # stage 2, --evaluate and the export rebuild the 8-bit model from the checkpoint alone
-    system, _, _ = load_device_system(last, "Q8", allow_general=True)
+    system, _, _ = load_device_system(last, "Q8")
     assert is_qat(system.base_model)
     assert torch.equal(system.base_model.state_dict()["in_c.0.0.weight"],
                        checkpoint["state_dict"]["model.in_c.0.0.weight"])

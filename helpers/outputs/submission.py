@@ -257,19 +257,17 @@ def write_bytes(path: Path, data: bytes) -> None:
 # --- the export ---
 
 def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions", project_name="DCASE25_Task1",
-                      split_dir=None, overwrite=False, check_limits=True) -> Path:
+                      split_dir=None, overwrite=False, check_limits=True, ckpt_prefix=None) -> Path:
     """Write (or extend) ``<out_dir>/<label>/`` with submission ``index`` of the run ``ckpt_id``; returns
     the package folder. Nothing is written when a check fails."""
     label, index = check_label(label), check_index(index)
     ckpt_path = resolve_checkpoint(str(ckpt_id), project_name)
     # the network is the one the checkpoint records; a stage-1 run exports with every device on the
     # general model
-    system, checkpoint, _ = load_device_system(ckpt_path, project_name, allow_general=True)
+    system, checkpoint, _ = load_device_system(ckpt_path, project_name, prefix=ckpt_prefix)
     hparams = hyper_parameters(checkpoint)
     devices = list(system.device_models)
     config = package_config(network_record(system), hparams, devices)
-    if not devices:
-        print(f"Note: {ckpt_path} is a stage-1 checkpoint; every device will use its general model.")
     # what the package stores and the limits count: 16-bit parameters, or for an 8-bit system the int8
     # model (int8 convolution weights, 16-bit scales and biases)
     store_for_submission(system)

@@ -56,22 +56,55 @@ def run_of_checkpoint(path):
     return None
 
 
+def _tensors(tree: dict, prefix: str = "") -> dict:
+    """The tensors of nested dicts as one flat state dict (``{"model": {"w": t}}`` -> ``{"model.w": t}``)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, torch.Tensor):
+            flat[f"{prefix}{key}"] = value
+        elif isinstance(value, dict):
+            flat.update(_tensors(value, f"{prefix}{key}."))
+    return flat
+
+
 def load_checkpoint(path, mmap: bool = False) -> dict:
     """Read a checkpoint without running any code stored in it (``weights_only=True``); ``mmap`` maps the
-    tensors instead of reading them (for a look at what the checkpoint records)."""
+    tensors instead of reading them (for a look at what the checkpoint records). A Lightning checkpoint
+    keeps its ``state_dict``; any other dict (a plain ``torch.save`` of a state dict or of nested dicts)
+    becomes ``{"state_dict": <its tensors, flattened>}``."""
     try:
         from lightning.fabric.utilities.data import AttributeDict
         safe = [argparse.Namespace, AttributeDict]
         with torch.serialization.safe_globals(safe):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(f"{path} is not a checkpoint torch can read safely ({type(err).__name__}: {err}). "
-                              "Pass a .ckpt written by train_base.py or train_device_specific.py, or one of the "
-                              "organisers' baseline checkpoints.") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint of this project or of the organisers' "
-                              "baseline (it has no 'state_dict').")
+        raise CheckpointError(_unreadable_message(path, err)) from err
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} holds a {type(checkpoint).__name__}, not a dict of weights: save the "
+                              "model's state_dict() (a dict), or pass a Lightning checkpoint.")
+    if "state_dict" not in checkpoint:
+        checkpoint = {"state_dict": _tensors(checkpoint)}
+    if not checkpoint["state_dict"]:
+        raise CheckpointError(f"{path} holds no weights (no tensors in it).")
     return checkpoint
+
+
+def _unreadable_message(path, err) -> str:
+    """Why ``path`` could not be read safely and what to do; for a file that holds objects the safe reader
+    refuses (a config object of another code base), which they are."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a torch file at all
+        unsafe = []
+    if unsafe:
+        return (f"{path} holds Python objects the safe reader does not load ({', '.join(unsafe[:3])}): loading "
+                "them would run code stored in the file. If you trust the file, keep only its weights and pass "
+                "the new file: python -c \"import torch; c = torch.load('IN', weights_only=False); s = "
+                "c.get('state_dict', c); torch.save({k: v for k, v in s.items() if torch.is_tensor(v)}, 'OUT.ckpt')\" "
+                "(the network's settings are then read from the weights' shapes).")
+    return (f"{path} is not a checkpoint torch can read safely ({type(err).__name__}: {err}). Pass a .ckpt "
+            "written by train_base.py or train_device_specific.py, one of the organisers' baseline checkpoints, "
+            "or a file written by torch.save(model.state_dict()).")
 
 
 def recorded_network(path):

@@ -72,6 +72,10 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     general.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_ID",
                          help="continue a stopped run from its last checkpoint (default: the newest run of "
                               "this script under --project_name)")
+    general.add_argument("--ckpt_prefix", type=str, default=None, metavar="PREFIX",
+                         help="where a checkpoint (--ckpt_id, --init_ckpt, a teacher) holds several networks, "
+                              "the prefix of the one to take, e.g. teacher_model. (default: the loader's choice, "
+                              "which it prints)")
     general.add_argument("--wandb_mode", choices=["online", "offline", "disabled"], default=None,
                          help="default: online when wandb has credentials, otherwise offline")
 
@@ -221,6 +225,7 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
         parser.set_defaults(**{**training_defaults, **(DEMO_DEFAULTS[stage] if args.demo else {})})
         args = parser.parse_args(argv)
     given = given_flags(argv)
+    args._given_flags = given
     args._training_defaults = {k: getattr(args, k) for k in training_defaults
                                if f"--{k}" not in given and not (args.demo and k in DEMO_DEFAULTS[stage])}
     args._training_defaults_of = network
@@ -309,6 +314,14 @@ def _shown(value) -> str:
 def given_network_flags(args) -> dict:
     """The network flags given on the command line (the others are absent until filled in)."""
     return {flag: getattr(args, flag) for flag in network_flags() if hasattr(args, flag)}
+
+
+def written_network_flags(args) -> dict:
+    """The network flags (and ``model``) written on the command line, where a checkpoint's network must agree
+    with them (stage 1 fills in the others with defaults, which say nothing about a checkpoint)."""
+    written = getattr(args, "_given_flags", None)
+    present = {**given_network_flags(args), **({"model": args.model} if hasattr(args, "model") else {})}
+    return present if written is None else {k: v for k, v in present.items() if f"--{k}" in written}
 
 
 def apply_network_flags(args, model: str) -> None:
