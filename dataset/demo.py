@@ -28,14 +28,19 @@ Everything is derived from the seed through per-clip random generators, so the
 same seed gives byte-identical files, independently of `scale`.
 
 Usage:  python -m dataset.demo --out demo_data [--seed 0] [--scale 1.0] [--force] [--impulse_responses FOLDER]
+        [--variant default|hard]
 
 ``--impulse_responses FOLDER`` also writes a few synthetic device impulse responses there, a
 stand-in for the real MicIRP responses of DIR augmentation (``--dir_dir``).
+
+``--variant hard`` writes a harder set in the same layout (section "Hard variant" below, docs/demo_hard.md);
+the default variant's files do not depend on it.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import shutil
@@ -76,6 +81,8 @@ TRAIN_LOCATIONS = 8
 TEST_LOCATIONS = 5
 EVAL_LOCATIONS = 3
 CHUNKS_PER_SEGMENT = 4  # real segments are 10 s cut into 1-s chunks; shorter here
+
+VARIANTS = ("default", "hard")
 
 MARKER_NAME = ".demo_complete"
 IN_PROGRESS_NAME = ".demo_in_progress"  # written first: marks a folder as ours
@@ -455,9 +462,12 @@ def synthetic_impulse_response(index: int, seed: int = 0) -> tuple[np.ndarray, i
     return 0.9 * response / np.abs(response).max(), rate
 
 
-def write_demo_impulse_responses(folder, seed: int = 0, count: int = 12) -> Path:
-    """Write ``count`` synthetic impulse responses as ``demo_ir_NN.wav`` (24-bit; 44.1 and 48 kHz;
-    mono and two-channel) into ``folder``, for ``--dir_dir``. A folder holding other files is refused."""
+def write_demo_impulse_responses(folder, seed: int = 0, count: int | None = None, variant: str = "default") -> Path:
+    """Write ``count`` synthetic impulse responses as ``demo_ir_NN.wav`` (24-bit) into ``folder``, for
+    ``--dir_dir``: for the default variant 12 (44.1 and 48 kHz, mono and two-channel), for the hard one 32 of
+    its devices' family (44.1 kHz, mono; never a device's response). Earlier ``demo_ir_*`` files there are
+    replaced; a folder holding other files is refused."""
+    _check_variant(variant)
     folder = Path(folder)
     if folder.exists():
         if not folder.is_dir():
@@ -467,11 +477,403 @@ def write_demo_impulse_responses(folder, seed: int = 0, count: int = 12) -> Path
             raise FileExistsError(f"{folder} holds other files ({', '.join(sorted(others)[:3])}); refusing to write "
                                   "demo impulse responses there: choose an empty or new folder")
     folder.mkdir(parents=True, exist_ok=True)
-    for index in range(count):
-        samples, rate = synthetic_impulse_response(index, seed)
+    for stale in folder.glob(f"{IMPULSE_RESPONSE_PREFIX}*"):  # a set written earlier (maybe of another variant)
+        if stale.is_file():
+            stale.unlink()
+    if variant == "hard":
+        count = HARD_TRAINING_RESPONSES if count is None else count
+        responses = hard_training_impulse_responses(seed, count)
+    else:
+        count = 12 if count is None else count
+        responses = (synthetic_impulse_response(index, seed) for index in range(count))
+    for index, (samples, rate) in enumerate(responses):
         write_wav(folder / f"{IMPULSE_RESPONSE_PREFIX}{index + 1:02d}.wav", samples, rate)
-    print(f"{count} synthetic device impulse responses (seed={seed}) -> {folder}")
+    name = "" if variant == "default" else f", the {variant} variant's family"
+    print(f"{count} synthetic device impulse responses (seed={seed}{name}) -> {folder}")
     return folder
+
+
+# --------------------------------------------------------------------------
+# Hard variant (--variant hard; docs/demo_hard.md)
+# --------------------------------------------------------------------------
+# Same layout, clip counts, devices per split and file-name pattern as the default variant, with more
+# locations per scene (HARD_LOCATIONS), and sound meant to need capacity:
+# - a shared vocabulary of short events: HARD_FAMILIES families spread over the spectrum, each in three
+#   shapes of equal band and energy that differ only in time-frequency shape (a rising or falling sweep or a
+#   tremolo for tones; a sharp onset, a slow swell or a train of bursts for noise bands);
+# - scenes in groups (indoor public places, vehicles, outdoors) share most of their event families and
+#   differ in a few: within a group a scene prefers other shapes of the shared families, has two families
+#   of its own, and a motif: two of the group's families in a fixed order and lag;
+# - each location keeps its own subset of the scene's families and components, at its own rates, levels
+#   and shape preferences; each city adds its own sounds (a steady band and two event families) to every
+#   scene recorded there; every clip has distractor events drawn from the whole vocabulary;
+# - the default variant's scene components stay as a weak bed: a location keeps its scene's components with
+#   probability 0.6 and those of the other scenes of its group with probability 0.4, at lower levels and with
+#   wider spreads.
+# Devices are made as TAU's were: a, b and c record the scene (as in the default variant); s1-s6 are device
+# a's clip convolved with a microphone impulse response of the generator's own (band limits, tilt,
+# resonances and a comb from a short second path; minimum phase), then the device's gain and self-noise.
+# The responses written for --dir_dir are of the same family, drawn at other indices than any device's, so
+# the unseen devices' responses (s4-s6) are never among them.
+# Every name of this section starts with hard_/HARD_ (or is a class used only here); the default variant
+# calls none of them.
+
+HARD_VERSION = 1  # bump when the hard variant changes (invalidates hard markers, not default ones)
+HARD_LOCATIONS = (16, 8, 4)  # per scene: train, test, eval (the default demo: 8, 5, 3)
+
+HARD_GROUPS = (
+    ("airport", "shopping_mall", "metro_station"),  # indoor public places
+    ("bus", "metro", "tram"),  # vehicles
+    ("park", "public_square", "street_pedestrian", "street_traffic"),  # outdoors
+)
+HARD_FAMILIES = 24  # event families, spread over 160 Hz - 9 kHz (a quarter octave apart)
+HARD_SHAPES = 3  # shapes per family
+HARD_SHARED_PER_GROUP = 6  # families all scenes of a group share (the groups' sets are disjoint)
+HARD_OWN_PER_SCENE = 2  # families of a scene's own, not shared within its group
+HARD_SHARED_RATE, HARD_OWN_RATE, HARD_MOTIF_RATE = 0.7, 0.5, 0.6  # per second, before a location changes them
+HARD_PREFERRED_P = 0.6  # probability of a scene's preferred shape of a family (the other two share the rest)
+HARD_CITY_FAMILIES, HARD_CITY_RATE = 2, 0.6
+HARD_DISTRACTOR_RATE = 1.5  # events per second from the whole vocabulary, any shape
+HARD_LOCATION_KEEP_FAMILY, HARD_LOCATION_KEEP_MOTIF = 0.75, 0.8
+HARD_BED_KEEP_OWN, HARD_BED_KEEP_MATES, HARD_BED_LEVEL_DB = 0.6, 0.4, -6.0
+HARD_SPREAD = dict(
+    city=dict(freq_log=0.08, level_db=2.0, rate_log=0.12, tilt_db=0.5),
+    location=dict(freq_log=0.12, level_db=3.5, rate_log=0.25, tilt_db=0.8),
+    segment=dict(freq_log=0.03, level_db=1.5, rate_log=0.08, tilt_db=0.3),
+)
+HARD_EVENT_FREQ_LOG = dict(city=0.03, location=0.04, event=0.02)  # events' frequency shifts (std, log)
+HARD_EVENT_LEVEL_DB = (2.0, 3.0, 3.0)  # mean, location std, event std (dB relative to the background)
+HARD_LEVEL_DB = (-4.0, 2.5)  # a location's level: the default demo's scene level plus this mean, std (dB)
+HARD_CLIP_GAIN_DB_SPREAD = 2.5
+
+# Simulated devices: (gain dB, RMS of white self-noise dBFS); each has its own impulse response.
+HARD_SIMULATED_DEVICES = {
+    "s1": (-4.0, -66.0), "s2": (2.0, -70.0), "s3": (-2.0, -63.0),
+    "s4": (-6.0, -60.0), "s5": (3.0, -64.0), "s6": (-8.0, -58.0),
+}
+HARD_DEVICE_RESPONSE_INDEX = {device: i for i, device in enumerate(HARD_SIMULATED_DEVICES)}  # the family's 0-5
+HARD_FIRST_TRAINING_RESPONSE_INDEX = 100  # the responses written for --dir_dir: indices 100, 101, ...
+HARD_TRAINING_RESPONSES = 32
+
+
+def _hard_rng(seed: int, *key: int) -> np.random.Generator:
+    """Keys of their own (100, version, ...): never those of the default demo."""
+    return _rng(seed, 100, HARD_VERSION, *key)
+
+
+# --------------------------------------------------------------------------
+# Hard variant: the event vocabulary and the scenes' profiles
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EventFamily:
+    kind: str  # "tone" (shapes: rising sweep, falling sweep, tremolo) or "noise" (sharp onset, slow swell, train)
+    freq_hz: float
+    duration_s: float
+    harmonics: int = 1  # tone
+    width_oct: float = 0.3  # noise
+
+
+@functools.cache
+def hard_event_families(seed: int) -> tuple[EventFamily, ...]:
+    rng = _hard_rng(seed, 1)
+    centres = np.geomspace(160.0, 9000.0, HARD_FAMILIES) * np.exp(rng.normal(0, 0.03, HARD_FAMILIES))
+    families = []
+    for centre in centres[rng.permutation(HARD_FAMILIES)]:  # family numbers do not follow frequency
+        kind = "tone" if rng.random() < 0.5 else "noise"
+        families.append(EventFamily(kind, float(centre), float(rng.uniform(0.06, 0.22)),
+                                    harmonics=int(rng.integers(1, 4)), width_oct=float(rng.uniform(0.2, 0.5))))
+    return tuple(families)
+
+
+@dataclass(frozen=True)
+class SceneProfile:
+    rates: np.ndarray  # [HARD_FAMILIES] events per second
+    shape_p: np.ndarray  # [HARD_FAMILIES, HARD_SHAPES]
+    motif: tuple[int, int, float]  # first family, second family, lag in seconds
+    tilt_db_per_octave: float
+
+
+def _hard_preference(preferred: int) -> np.ndarray:
+    p = np.full(HARD_SHAPES, (1 - HARD_PREFERRED_P) / (HARD_SHAPES - 1))
+    p[preferred] = HARD_PREFERRED_P
+    return p
+
+
+@functools.cache
+def hard_scene_profiles(seed: int) -> dict:
+    """scene -> SceneProfile; scenes of a group share most families and differ in shapes, a few families and
+    the motif's order and lag."""
+    rng = _hard_rng(seed, 2)
+    order = rng.permutation(HARD_FAMILIES)
+    profiles = {}
+    for g, group in enumerate(HARD_GROUPS):
+        shared = order[g * HARD_SHARED_PER_GROUP:(g + 1) * HARD_SHARED_PER_GROUP]
+        others = np.setdiff1d(np.arange(HARD_FAMILIES), shared)
+        own = rng.choice(others, size=(len(group), HARD_OWN_PER_SCENE), replace=False)  # distinct within the group
+        motif_families = rng.choice(shared, 2, replace=False)
+        group_tilt = np.mean([SCENE_MODELS[scene].tilt_db_per_octave for scene in group])
+        for i, scene in enumerate(group):
+            rates = np.zeros(HARD_FAMILIES)
+            shape_p = np.tile(1.0 / HARD_SHAPES, (HARD_FAMILIES, HARD_SHAPES))
+            for j, family in enumerate(shared):
+                rates[family] = HARD_SHARED_RATE * np.exp(rng.normal(0, 0.25))
+                shape_p[family] = _hard_preference((i + j) % HARD_SHAPES)
+            for family in own[i]:
+                rates[family] = HARD_OWN_RATE * np.exp(rng.normal(0, 0.25))
+                shape_p[family] = _hard_preference(int(rng.integers(HARD_SHAPES)))
+            first, second = motif_families if i % 2 == 0 else motif_families[::-1]
+            lag = 0.06 + 0.05 * (i // 2)
+            tilt = group_tilt + 0.3 * (SCENE_MODELS[scene].tilt_db_per_octave - group_tilt)
+            profiles[scene] = SceneProfile(rates, shape_p, (int(first), int(second), lag), float(tilt))
+    return profiles
+
+
+def _hard_group_of(scene: str) -> tuple[str, ...]:
+    return next(group for group in HARD_GROUPS if scene in group)
+
+
+# --------------------------------------------------------------------------
+# Hard variant: what a city and a location change
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HardCity:
+    band_hz: float  # a steady noise band (the city's traffic, ventilation, ...)
+    band_db: float
+    families: tuple[int, ...]  # event families heard everywhere in the city
+    event_freq_factor: float
+
+
+@functools.cache
+def _hard_city(seed: int, city: str) -> HardCity:
+    rng = _hard_rng(seed, 3, CITIES.index(city))
+    return HardCity(float(np.exp(rng.uniform(np.log(80.0), np.log(2000.0)))), float(rng.normal(-3.0, 2.0)),
+                    tuple(int(f) for f in rng.choice(HARD_FAMILIES, HARD_CITY_FAMILIES, replace=False)),
+                    float(np.exp(rng.normal(0, HARD_EVENT_FREQ_LOG["city"]))))
+
+
+@dataclass(frozen=True)
+class BedSource:
+    component: Component
+    freq_hz: float
+    level_db: float
+    rate_hz: float
+
+
+@dataclass(frozen=True)
+class HardLocation:
+    rates: np.ndarray  # [HARD_FAMILIES]
+    shape_p: np.ndarray  # [HARD_FAMILIES, HARD_SHAPES]
+    motif_rate: float
+    event_level_db: float
+    event_freq_factor: float
+    tilt_db_per_octave: float
+    level_dbfs: float
+    bed: tuple[BedSource, ...]
+
+
+def _hard_shift(rng, spread: dict, n: int) -> np.ndarray:
+    """[n, 3] (freq_log, level_db, rate_log) and a tilt shift."""
+    values = np.stack([rng.normal(0, spread[name], n) for name in ("freq_log", "level_db", "rate_log")], axis=1)
+    return values, rng.normal(0, spread["tilt_db"])
+
+
+@functools.cache
+def _hard_location(seed: int, scene: str, city: str, location: int) -> HardLocation:
+    s, c = SCENES.index(scene), CITIES.index(city)
+    profile = hard_scene_profiles(seed)[scene]
+    rng = _hard_rng(seed, 4, s, c, location)
+    keep = rng.random(HARD_FAMILIES) < HARD_LOCATION_KEEP_FAMILY
+    rates = profile.rates * keep * np.exp(rng.normal(0, 0.5, HARD_FAMILIES))
+    shape_p = profile.shape_p * np.exp(rng.normal(0, 0.4, profile.shape_p.shape))
+    shape_p /= shape_p.sum(axis=1, keepdims=True)
+    motif_rate = HARD_MOTIF_RATE * np.exp(rng.normal(0, 0.4)) * (rng.random() < HARD_LOCATION_KEEP_MOTIF)
+    event_level_db = HARD_EVENT_LEVEL_DB[0] + rng.normal(0, HARD_EVENT_LEVEL_DB[1])
+    event_freq_factor = np.exp(rng.normal(0, HARD_EVENT_FREQ_LOG["location"]))
+    event_freq_factor *= _hard_city(seed, city).event_freq_factor
+
+    # the bed: the group's default-demo components, this scene's more likely kept than its mates'
+    pool = [(component, HARD_BED_KEEP_OWN if other == scene else HARD_BED_KEEP_MATES)
+            for other in _hard_group_of(scene) for component in SCENE_MODELS[other].components]
+    kept = [i for i in range(len(pool)) if rng.random() < pool[i][1]]
+    city_shift, city_tilt = _hard_shift(_hard_rng(seed, 5, s, c), HARD_SPREAD["city"], len(pool))
+    location_shift, location_tilt = _hard_shift(rng, HARD_SPREAD["location"], len(pool))
+    shift = city_shift + location_shift
+    bed = tuple(BedSource(pool[i][0], pool[i][0].freq_hz * float(np.exp(shift[i, 0])),
+                          pool[i][0].level_db + HARD_BED_LEVEL_DB + shift[i, 1],
+                          pool[i][0].rate_hz * float(np.exp(shift[i, 2])))
+                for i in kept)
+    level_dbfs = SCENE_MODELS[scene].level_dbfs + rng.normal(*HARD_LEVEL_DB)
+    return HardLocation(rates, shape_p, float(motif_rate), float(event_level_db), float(event_freq_factor),
+                        profile.tilt_db_per_octave + city_tilt + location_tilt, float(level_dbfs), bed)
+
+
+# --------------------------------------------------------------------------
+# Hard variant: synthesis
+# --------------------------------------------------------------------------
+
+def _hard_event(rng, family: EventFamily, shape: int, freq_hz: float) -> np.ndarray:
+    """One event of ``family`` in ``shape``, unit RMS over its duration."""
+    n = max(int(family.duration_s * SAMPLE_RATE), 64)
+    t = np.arange(n) / SAMPLE_RATE
+    u = t / family.duration_s  # 0 .. 1 over the event
+    if family.kind == "tone":
+        sweep = (0.6, -0.6, 0.0)[shape]  # octaves over the event
+        instantaneous = freq_hz * 2 ** (sweep * (u - 0.5))
+        phase = 2 * np.pi * np.cumsum(instantaneous) / SAMPLE_RATE
+        orders = [h for h in range(1, family.harmonics + 1) if h * freq_hz * 1.35 < _NYQUIST_GUARD_HZ] or [1]
+        offsets = rng.uniform(0, 2 * np.pi, len(orders))
+        x = sum(np.sin(h * phase + offset) / h for h, offset in zip(orders, offsets))
+        x = x * np.sin(np.pi * u) ** 2
+        if shape == 2:
+            x = x * (0.5 + 0.5 * np.cos(2 * np.pi * 30.0 * t))
+    else:
+        freqs = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+        band = np.exp(-0.5 * ((np.log2(np.maximum(freqs, 1.0)) - np.log2(freq_hz)) / family.width_oct) ** 2)
+        spectrum = (rng.standard_normal(freqs.size) + 1j * rng.standard_normal(freqs.size)) * band
+        x = np.fft.irfft(spectrum, n=n)
+        attack = np.minimum(u / 0.03, 1.0)
+        if shape == 0:  # sharp onset, decay
+            envelope = attack * np.exp(-u / 0.25)
+        elif shape == 1:  # slow swell, abrupt end
+            envelope = np.exp(-(1 - u) / 0.25) * np.minimum((1 - u) / 0.03, 1.0)
+        else:  # a train of four short bursts
+            envelope = attack * np.exp(-((u * 4) % 1) / 0.12)
+        x = x * envelope
+    return _unit_rms(x)
+
+
+def _hard_add_event(signal, rng, families, family: int, shape: int, onset_s: float, freq_factor: float,
+                    level_db: float) -> None:
+    spec = families[family]
+    freq = spec.freq_hz * freq_factor * np.exp(rng.normal(0, HARD_EVENT_FREQ_LOG["event"]))
+    event = _hard_event(rng, spec, shape, float(freq))
+    start = int(onset_s * SAMPLE_RATE)
+    event = event[: NUM_SAMPLES - start]
+    signal[start:start + event.size] += 10 ** (level_db / 20) * event
+
+
+def hard_synthesise_scene(key: ClipKey, seed: int) -> np.ndarray:
+    """Device-independent scene signal for one clip (float64)."""
+    s, c = SCENES.index(key.scene), CITIES.index(key.city)
+    families = hard_event_families(seed)
+    place = _hard_location(seed, key.scene, key.city, key.location)
+    city = _hard_city(seed, key.city)
+    profile = hard_scene_profiles(seed)[key.scene]
+    segment_shift, segment_tilt = _hard_shift(_hard_rng(seed, 6, s, c, key.location, key.segment),
+                                              HARD_SPREAD["segment"], len(place.bed) + 1)
+    rng = _hard_rng(seed, 7, s, c, key.location, key.segment, key.chunk)
+
+    signal = _coloured_noise(rng, place.tilt_db_per_octave + segment_tilt)
+    for source, (f, d, r) in zip(place.bed, segment_shift):
+        component = source.component
+        freq = source.freq_hz * np.exp(f)
+        if component.kind == "noise":
+            sound = _band_noise(rng, freq, component.width_oct)
+        else:
+            sound = _harmonic_tone(rng, freq, component.harmonics)
+        envelope = _envelope(rng, component, source.rate_hz * np.exp(r))
+        signal += 10 ** ((source.level_db + d + rng.normal(0, 1.0)) / 20) * sound * envelope
+    signal += 10 ** (city.band_db / 20) * _band_noise(rng, city.band_hz, 1.0)
+
+    # events: the location's families, the city's, distractors; then the scene's motif
+    event_level = place.event_level_db + segment_shift[-1, 1]
+    counts = rng.poisson(place.rates)
+    for family in np.flatnonzero(counts):
+        for _ in range(counts[family]):
+            shape = int(rng.choice(HARD_SHAPES, p=place.shape_p[family]))
+            _hard_add_event(signal, rng, families, int(family), shape, rng.uniform(0, 1),
+                            place.event_freq_factor, event_level + rng.normal(0, HARD_EVENT_LEVEL_DB[2]))
+    for family in city.families:
+        for _ in range(rng.poisson(HARD_CITY_RATE)):
+            _hard_add_event(signal, rng, families, family, int(rng.integers(HARD_SHAPES)), rng.uniform(0, 1),
+                            place.event_freq_factor, event_level + rng.normal(0, HARD_EVENT_LEVEL_DB[2]))
+    for _ in range(rng.poisson(HARD_DISTRACTOR_RATE)):
+        _hard_add_event(signal, rng, families, int(rng.integers(HARD_FAMILIES)), int(rng.integers(HARD_SHAPES)),
+                        rng.uniform(0, 1), place.event_freq_factor, event_level + rng.normal(0, HARD_EVENT_LEVEL_DB[2]))
+    first, second, lag = profile.motif
+    for _ in range(rng.poisson(place.motif_rate)):
+        onset = rng.uniform(0, 1 - lag)
+        level = event_level + rng.normal(0, HARD_EVENT_LEVEL_DB[2])
+        for family, at in ((first, onset), (second, onset + lag)):
+            shape = int(rng.choice(HARD_SHAPES, p=place.shape_p[family]))
+            _hard_add_event(signal, rng, families, family, shape, at, place.event_freq_factor, level)
+
+    distractor_hz = float(np.exp(rng.uniform(np.log(200.0), np.log(8000.0))))
+    signal += 10 ** (rng.normal(*DISTRACTOR_LEVEL_DB) / 20) * _band_noise(rng, distractor_hz, 0.7)
+    clip_gain_db = rng.normal(0, HARD_CLIP_GAIN_DB_SPREAD)
+    return _unit_rms(signal) * 10 ** ((place.level_dbfs + clip_gain_db) / 20)
+
+
+# --------------------------------------------------------------------------
+# Hard variant: devices. a, b, c record the scene; s1-s6 are a's clip through an impulse response
+# --------------------------------------------------------------------------
+
+def hard_microphone_impulse_response(index: int, seed: int = 0, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Response ``index`` of the generator's family of microphones: band limits, tilt and resonances drawn
+    at random, minimum phase, then a second path 0.1-2 ms later (a reflection in the casing: a comb), a
+    short onset delay, 10 to 80 ms long, peak 0.9. Devices s1-s6 are indices 0-5."""
+    rng = _hard_rng(seed, 8, index)
+    microphone = DeviceModel(
+        highpass_hz=float(np.exp(rng.uniform(np.log(50.0), np.log(500.0)))),
+        lowpass_hz=float(np.exp(rng.uniform(np.log(3_500.0), np.log(16_000.0)))),
+        filter_order=int(rng.integers(1, 5)), tilt_db_per_octave=rng.normal(0, 1.5),
+        resonances=tuple((float(np.exp(rng.uniform(np.log(300.0), np.log(10_000.0)))), rng.normal(0, 6.0),
+                          rng.uniform(0.15, 0.7)) for _ in range(int(rng.integers(1, 5)))),
+        gain_db=0.0, noise_floor_dbfs=-120)
+    n_fft = 8192
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    response = _minimum_phase(np.maximum(_device_response(microphone, freqs), 1e-4), n_fft)
+    delay_s, gain = rng.uniform(0.1e-3, 2e-3), rng.uniform(0.2, 0.6) * rng.choice((-1.0, 1.0))
+    comb = 1 + gain * np.exp(-2j * np.pi * freqs * delay_s)  # |gain| < 1: still minimum phase
+    response = np.fft.irfft(np.fft.rfft(response) * comb, n=n_fft)
+    length, onset = int(rate * rng.uniform(0.01, 0.08)), int(rng.integers(0, 40))
+    response = np.concatenate([np.zeros(onset), response[:length - onset]])
+    fade = length // 4
+    response[-fade:] *= np.hanning(2 * fade)[fade:]
+    return 0.9 * response / np.abs(response).max()
+
+
+HARD_REFERENCE_TILT_DB_PER_OCTAVE = -3.0  # about the scenes' average: a device's gain is measured on this spectrum
+
+
+@functools.cache
+def _hard_device_transfer(device: str, seed: int) -> np.ndarray:
+    """rfft of the device's response at the clip length, times its gain: a device of gain 0 dB keeps the level
+    of a clip of the scenes' average spectrum (a -3 dB/octave slope)."""
+    response = hard_microphone_impulse_response(HARD_DEVICE_RESPONSE_INDEX[device], seed)
+    transfer = np.fft.rfft(response, n=NUM_SAMPLES)
+    reference = 10 ** (HARD_REFERENCE_TILT_DB_PER_OCTAVE * (_LOG2_FREQS - np.log2(1000.0)) / 10) * (_FREQS > 20)
+    level = np.sqrt(np.sum(reference * np.abs(transfer) ** 2) / np.sum(reference))
+    return transfer / level * 10 ** (HARD_SIMULATED_DEVICES[device][0] / 20)
+
+
+def hard_record_with_devices(scene_signal: np.ndarray, key: ClipKey, devices, seed: int) -> dict:
+    """a, b and c as in the default demo; s1-s6: a's recording (circularly) convolved with the device's
+    response, plus its gain and white self-noise."""
+    direct = [d for d in devices if d not in HARD_SIMULATED_DEVICES]
+    recordings = record_with_devices(scene_signal, key, sorted(set(direct) | {"a"}), seed)
+    a_spectrum = np.fft.rfft(recordings["a"])
+    for device in devices:
+        if device in HARD_SIMULATED_DEVICES:
+            rng = _hard_rng(seed, 9, SCENES.index(key.scene), CITIES.index(key.city), key.location,
+                            key.segment, key.chunk, ALL_DEVICES.index(device))
+            noise = rng.standard_normal(NUM_SAMPLES) * 10 ** (HARD_SIMULATED_DEVICES[device][1] / 20)
+            through = np.fft.irfft(a_spectrum * _hard_device_transfer(device, seed), n=NUM_SAMPLES)
+            recordings[device] = through + noise
+    return {device: recordings[device] for device in devices}
+
+
+def hard_record(key: ClipKey, devices, seed: int) -> dict:
+    return hard_record_with_devices(hard_synthesise_scene(key, seed), key, devices, seed)
+
+
+def hard_training_impulse_responses(seed: int = 0, count: int = HARD_TRAINING_RESPONSES):
+    """``count`` responses of the devices' family for ``--dir_dir``: indices from
+    ``HARD_FIRST_TRAINING_RESPONSE_INDEX`` on, never a device's."""
+    for i in range(count):
+        yield hard_microphone_impulse_response(HARD_FIRST_TRAINING_RESPONSE_INDEX + i, seed), SAMPLE_RATE
 
 
 # --------------------------------------------------------------------------
@@ -482,13 +884,13 @@ def _scaled(count: int, scale: float) -> int:
     return max(1, int(math.floor(count * scale + 0.5)))
 
 
-def _locations() -> dict[tuple[str, str], list[tuple[str, int]]]:
-    """(scene, part) -> [(city, location id)]; ids are unique within a city."""
+def _locations(counts=(TRAIN_LOCATIONS, TEST_LOCATIONS, EVAL_LOCATIONS)) -> dict[tuple[str, str], list]:
+    """(scene, part) -> [(city, location id)] for ``counts`` locations per scene of train, test and eval;
+    ids are unique within a city."""
     next_id = dict.fromkeys(CITIES, 0)
     plan = {}
     for scene_index, scene in enumerate(SCENES):
-        for part_index, (part, count) in enumerate(
-                (("train", TRAIN_LOCATIONS), ("test", TEST_LOCATIONS), ("eval", EVAL_LOCATIONS))):
+        for part_index, (part, count) in enumerate(zip(("train", "test", "eval"), counts)):
             places = []
             for j in range(count):
                 city = CITIES[(scene_index + 2 * part_index + j) % len(CITIES)]
@@ -515,8 +917,9 @@ class Recording:
     part: str  # "split25", "extra_train", "test" or "eval"
 
 
-def plan_recordings(scale: float) -> list[Recording]:
-    places = _locations()
+def plan_recordings(scale: float, variant: str = "default") -> list[Recording]:
+    """The same clip counts and devices per split for every variant; the hard one has more locations."""
+    places = _locations(HARD_LOCATIONS) if variant == "hard" else _locations()
     recordings = []
     other_devices = TRAIN_DEVICES[1:]
     for scene in SCENES:
@@ -553,8 +956,18 @@ def plan_recordings(scale: float) -> list[Recording]:
 # Writing
 # --------------------------------------------------------------------------
 
-def _marker(seed: int, scale: float) -> dict:
-    return {"version": DEMO_VERSION, "seed": int(seed), "scale": float(scale)}
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown demo variant {variant!r}: one of {', '.join(VARIANTS)}")
+
+
+def _marker(seed: int, scale: float, variant: str = "default") -> dict:
+    """The default variant's marker is the one written before variants existed (its folders stay valid);
+    another variant's adds its name and version."""
+    marker = {"version": DEMO_VERSION, "seed": int(seed), "scale": float(scale)}
+    if variant == "hard":
+        marker.update(variant="hard", variant_version=HARD_VERSION)
+    return marker
 
 
 def _read_json(path: Path):
@@ -564,10 +977,33 @@ def _read_json(path: Path):
         return None
 
 
-def is_complete(root) -> bool:
-    """True when ``root`` holds a finished demo set of this generator version (any seed or scale)."""
+def _variant_of(marker) -> str | None:
+    """The variant a marker (or in-progress note) names; None for what is not one."""
+    if not isinstance(marker, dict):
+        return None
+    return marker.get("variant", "default")
+
+
+def _current(marker) -> bool:
+    """Written by this generator's version (and, for a variant, the variant's version)."""
+    if not isinstance(marker, dict) or marker.get("version") != DEMO_VERSION:
+        return False
+    if _variant_of(marker) == "hard":
+        return marker.get("variant_version") == HARD_VERSION
+    return _variant_of(marker) == "default"
+
+
+def is_complete(root, variant: str | None = None) -> bool:
+    """True when ``root`` holds a finished demo set of this generator version (any seed or scale) of
+    ``variant`` (None: of any variant)."""
     marker = _read_json(Path(root) / MARKER_NAME)
-    return isinstance(marker, dict) and marker.get("version") == DEMO_VERSION
+    return _current(marker) and variant in (None, _variant_of(marker))
+
+
+def demo_variant(root) -> str | None:
+    """The variant of the demo set in ``root`` ("default", "hard"), finished or not; None if it holds none."""
+    root = Path(root)
+    return _variant_of(_read_json(root / MARKER_NAME)) or _variant_of(_read_json(root / IN_PROGRESS_NAME))
 
 
 def _remove_demo_outputs(root: Path) -> None:
@@ -587,18 +1023,20 @@ def _write_tsv(path: Path, header, rows) -> None:
         writer.writerows(rows)
 
 
-def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = False) -> Path:
+def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = False,
+                       variant: str = "default") -> Path:
     """Write the synthetic data set into `root` (see module docstring); return root.
 
     Returns at once if `root` already holds a complete demo with the same
-    version, seed and scale.  A folder with other content is only overwritten
-    if it holds an earlier (or interrupted) demo, or if `force` is set; even
+    version, seed, scale and variant.  A folder with other content is only overwritten
+    if it holds an earlier (or interrupted) demo of the same variant, or if `force` is set; even
     then only the demo's own outputs are removed.
     """
     root = Path(root)
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    wanted = _marker(seed, scale)
+    _check_variant(variant)
+    wanted = _marker(seed, scale, variant)
     if _read_json(root / MARKER_NAME) == wanted:
         return root
     if root.exists():
@@ -609,6 +1047,13 @@ def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = Fa
             raise FileExistsError(
                 f"{root} is not empty and holds no demo data set; refusing to overwrite it "
                 f"(pass force=True / --force to replace its audio/, eval/, split_setup/ and meta.csv)")
+        present = demo_variant(root)
+        if ours and present not in (None, variant) and not force:
+            raise FileExistsError(
+                f"{root} holds the {present} variant of the demo set, not the {variant} one; refusing to replace "
+                f"it: write to another folder (python -m dataset.demo --out; the training scripts: another "
+                f"--demo_dir), or pass --force (python -m dataset.demo) / force=True to replace it; to finish or "
+                f"update it: python -m dataset.demo --out {root} --variant {present}")
         _remove_demo_outputs(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / IN_PROGRESS_NAME).write_text(json.dumps(wanted))
@@ -617,7 +1062,12 @@ def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = Fa
     (root / "audio").mkdir()
     (root / "eval" / "audio").mkdir(parents=True)
 
-    recordings = plan_recordings(scale)
+    recordings = plan_recordings(scale, variant)
+    if variant == "hard":
+        record = hard_record
+    else:
+        def record(key, devices, seed):
+            return record_with_devices(synthesise_scene(key, seed), key, devices, seed)
     by_key: dict[ClipKey, list[Recording]] = {}
     for recording in recordings:
         by_key.setdefault(recording.key, []).append(recording)
@@ -630,7 +1080,7 @@ def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = Fa
     meta_rows, split25_rows, test_rows, eval_rows = [], [], [], []
     total_bytes = 0
     for key, group in by_key.items():
-        signals = record_with_devices(synthesise_scene(key, seed), key, [r.device for r in group], seed)
+        signals = record(key, [r.device for r in group], seed)
         for recording in group:
             if recording.part == "eval":
                 name = eval_name[recording]
@@ -657,7 +1107,8 @@ def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = Fa
     # The marker goes last: an interrupted write is never mistaken for complete.
     (root / MARKER_NAME).write_text(json.dumps(wanted))
     (root / IN_PROGRESS_NAME).unlink()
-    print(f"demo data set v{DEMO_VERSION} (seed={seed}, scale={scale}) -> {root}: "
+    name = "" if variant == "default" else f", variant {variant}"
+    print(f"demo data set v{DEMO_VERSION} (seed={seed}, scale={scale}{name}) -> {root}: "
           f"{len(split25_rows)} split25, {len(test_rows)} test, "
           f"{len(meta_rows) - len(split25_rows) - len(test_rows)} extra train, {len(eval_rows)} eval clips, "
           f"{total_bytes / 1e6:.0f} MB in {time.perf_counter() - started:.1f} s")
@@ -672,12 +1123,16 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies the clip counts")
     parser.add_argument("--force", action="store_true",
                         help="replace audio/, eval/, split_setup/ and meta.csv in a non-demo folder")
+    parser.add_argument("--variant", choices=VARIANTS, default="default",
+                        help="hard: more variety per scene, devices s1-s6 made by impulse responses "
+                             "(docs/demo_hard.md)")
     parser.add_argument("--impulse_responses", metavar="FOLDER", default=None,
-                        help="also write 12 synthetic device impulse responses there (for --dir_dir)")
+                        help="also write synthetic device impulse responses there (for --dir_dir): 12; with "
+                             "--variant hard 32 of its devices' family, none of them a device's")
     args = parser.parse_args(argv)
-    write_demo_dataset(args.out, seed=args.seed, scale=args.scale, force=args.force)
+    write_demo_dataset(args.out, seed=args.seed, scale=args.scale, force=args.force, variant=args.variant)
     if args.impulse_responses:
-        write_demo_impulse_responses(args.impulse_responses, seed=args.seed)
+        write_demo_impulse_responses(args.impulse_responses, seed=args.seed, variant=args.variant)
 
 
 if __name__ == "__main__":

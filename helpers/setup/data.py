@@ -21,11 +21,15 @@ DEFAULT_NUM_WORKERS = 8  # the organisers' --num_workers
 
 def prepare_dataset_dir(args) -> Path:
     """The data folder of this run; with ``--demo`` the demo set is written first if it is not there
-    (a demo set written earlier with other ``python -m dataset.demo`` options is kept)."""
+    (a demo set written earlier with other ``python -m dataset.demo`` options, the hard variant too, is
+    kept; a folder holding an unfinished or outdated hard variant is refused, not replaced)."""
     if args.demo:
-        from dataset.demo import is_complete, write_demo_dataset
+        from dataset.demo import demo_variant, is_complete, write_demo_dataset
         if not is_complete(args.dataset_dir):
             write_demo_dataset(args.dataset_dir)
+        elif demo_variant(args.dataset_dir) != "default":
+            rank_zero_print(f"--demo: {args.dataset_dir} holds the {demo_variant(args.dataset_dir)} variant of the "
+                            "demo set (docs/demo_hard.md).")
     return resolve_dataset_dir(args.dataset_dir)
 
 
