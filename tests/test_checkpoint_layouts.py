@@ -72,9 +72,10 @@ def test_student_and_teacher_in_one_file(tmp_path, capsys):
     system, _, prefix = read_system(path)
     out = capsys.readouterr().out
     assert prefix == "model." and not system.device_models and same_weights(system.base_model, student)
-    assert "holds 2 networks; taking model.: a general model of cp_mobile" in out
-    assert "teacher_model.: a general model of cp_resnet (take one with --ckpt_prefix teacher_model.)" in out
-    assert "entries under teacher_model." in out and "base_channels 8" in out  # read from the shapes
+    took, ignored, shapes = out.splitlines()[:3]  # which was taken, what was ignored, the settings read
+    assert all(fact in took for fact in ("2 networks", "model.: a general model of cp_mobile", "cp_resnet",
+                                         "--ckpt_prefix teacher_model."))
+    assert "72 entries under teacher_model." in ignored and "base_channels 8," in shapes
     teacher, _, prefix = read_system(path, prefix="teacher_model")
     assert prefix == "teacher_model." and network_record(teacher)["name"] == "cp_resnet"
 
@@ -84,7 +85,8 @@ def test_plain_dict_container_under_another_prefix(tmp_path, capsys):
     system, _, prefix = read_system(path)
     assert prefix == "system.original_model." and list(system.device_models) == ["a", "phone9"]
     assert same_weights(system.base_model, general) and network_record(system)["config"]["base_channels"] == 16
-    assert "base_channels 16" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "base_channels 16," in out and all(d in out for d in ("phone9", "system.", "not a TAU device"))
     # routed by name: phone9's clips go to its own model, unknown devices to the general model
     x = torch.randn(3, 1, 32, 51)
     with torch.no_grad():
@@ -99,8 +101,7 @@ def test_organisers_format_at_other_widths_reads_the_settings_from_the_shapes(tm
     system, _, _ = read_system(path)
     assert network_record(system) == network_record(net) and same_weights(system.base_model, net)
     out = capsys.readouterr().out
-    assert "no settings recorded; read from the weights' shapes" in out and f"base_channels {width}," in out
-    assert "Ignored in" in out and "entry under mel." in out
+    assert "shapes" in out and f"base_channels {width}," in out and "1 entry under mel." in out
 
 
 def test_flags_that_contradict_the_shapes_are_refused_with_both_values(tmp_path):
@@ -118,8 +119,8 @@ def test_another_architecture_is_refused_naming_its_entries(tmp_path):
     with pytest.raises(CheckpointError) as err:
         read_system(tmp_path / "other.ckpt")
     message = str(err.value)
-    assert "holds no network of this project" in message and "model.0.weight [16, 1, 3, 3]" in message
-    assert "cp_mobile starts with in_c.0.0.weight [8, 1, 3, 3]" in message and "nothing was written" in message
+    assert all(fact in message for fact in ("other.ckpt", "model.0.weight [16, 1, 3, 3]", "cp_mobile",
+                                            "in_c.0.0.weight [8, 1, 3, 3]", "nothing was written"))
     # a network that starts like CP-Mobile but has a layer more is refused naming that layer
     net = network(base_channels=8)
     state = {**prefixed("model.", net), "model.stages.s3.extra.weight": torch.ones(4)}
@@ -130,7 +131,7 @@ def test_another_architecture_is_refused_naming_its_entries(tmp_path):
 
 def test_container_without_a_general_model_is_refused(tmp_path):
     torch.save({"state_dict": prefixed("model.device_models.a.", network())}, tmp_path / "devices.ckpt")
-    with pytest.raises(CheckpointError, match=r"device models under model.device_models. \(a\) but no general"):
+    with pytest.raises(CheckpointError, match=r"model.device_models. \(a\) .*no general model"):
         read_system(tmp_path / "devices.ckpt")
 
 
@@ -142,7 +143,7 @@ def test_config_object_is_not_run_and_the_message_says_what_to_do(tmp_path):
     torch.save({"state_dict": prefixed("model.", network()), "config": RunConfig()}, tmp_path / "config.ckpt")
     with pytest.raises(CheckpointError) as err:
         read_system(tmp_path / "config.ckpt")
-    assert "safe reader does not load (test_checkpoint_layouts.RunConfig)" in str(err.value)
+    assert "config.ckpt" in str(err.value) and "test_checkpoint_layouts.RunConfig" in str(err.value)
     assert "weights_only=False" in str(err.value)  # how to keep only the weights, for a file the user trusts
 
 
@@ -185,7 +186,7 @@ def test_stage2_evaluate_and_export_take_each_layout(workdir_factory, monkeypatc
         assert len(table) == 10
         out = capsys.readouterr().out
         if layout != "plain_container":
-            assert "holds one model for all devices (no device models): every device uses it" in out
+            assert "one model for all devices" in out
         package = export_submission.main(export)
         assert (package / "Layout_TEST_task1" / "Layout_TEST_task1_1.py").is_file()
     finally:
