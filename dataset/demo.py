@@ -518,7 +518,7 @@ def write_demo_impulse_responses(folder, seed: int = 0, count: int | None = None
 # Every name of this section starts with hard_/HARD_ (or is a class used only here); the default variant
 # calls none of them.
 
-HARD_VERSION = 1  # bump when the hard variant changes (invalidates hard markers, not default ones)
+HARD_VERSION = 2  # bump when the hard variant changes (invalidates hard markers, not default ones)
 HARD_LOCATIONS = (16, 8, 4)  # per scene: train, test, eval (the default demo: 8, 5, 3)
 
 HARD_GROUPS = (
@@ -530,8 +530,8 @@ HARD_FAMILIES = 24  # event families, spread over 160 Hz - 9 kHz (a quarter octa
 HARD_SHAPES = 3  # shapes per family
 HARD_SHARED_PER_GROUP = 6  # families all scenes of a group share (the groups' sets are disjoint)
 HARD_OWN_PER_SCENE = 2  # families of a scene's own, not shared within its group
-HARD_SHARED_RATE, HARD_OWN_RATE, HARD_MOTIF_RATE = 0.7, 0.5, 0.6  # per second, before a location changes them
-HARD_PREFERRED_P = 0.6  # probability of a scene's preferred shape of a family (the other two share the rest)
+HARD_SHARED_RATE, HARD_OWN_RATE, HARD_MOTIF_RATE = 2.0, 1.5, 1.5  # per second, before a location changes them
+HARD_PREFERRED_P = 0.75  # probability of a scene's preferred shape of a family (the other two share the rest)
 HARD_CITY_FAMILIES, HARD_CITY_RATE = 2, 0.6
 HARD_DISTRACTOR_RATE = 1.5  # events per second from the whole vocabulary, any shape
 HARD_LOCATION_KEEP_FAMILY, HARD_LOCATION_KEEP_MOTIF = 0.75, 0.8
@@ -542,7 +542,7 @@ HARD_SPREAD = dict(
     segment=dict(freq_log=0.03, level_db=1.5, rate_log=0.08, tilt_db=0.3),
 )
 HARD_EVENT_FREQ_LOG = dict(city=0.03, location=0.04, event=0.02)  # events' frequency shifts (std, log)
-HARD_EVENT_LEVEL_DB = (2.0, 3.0, 3.0)  # mean, location std, event std (dB relative to the background)
+HARD_EVENT_LEVEL_DB = (4.0, 3.0, 3.0)  # mean, location std, event std (dB relative to the background)
 HARD_LEVEL_DB = (-4.0, 2.5)  # a location's level: the default demo's scene level plus this mean, std (dB)
 HARD_CLIP_GAIN_DB_SPREAD = 2.5
 

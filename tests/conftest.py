@@ -5,6 +5,7 @@ exported packages.
 Tiers: ``pytest -m "not slow"`` is the fast tier; tests marked ``slow`` start processes, train longer,
 or install packages.
 """
+import os
 import subprocess
 import sys
 import sysconfig
@@ -28,7 +29,8 @@ DEMO_SCALE = 0.05  # 80 training clips (30 of device a, 10 of each other), 90 te
 TINY_NETWORK = ["--base_channels", "8", "--sample_rate", "16000", "--n_mels", "32", "--n_fft", "512",
                 "--window_length", "400", "--hop_length", "320", "--freqm", "8"]
 
-torch.set_num_threads(2)
+# two threads; one per worker where the suite runs in two processes (scripts/test.sh: pytest -n 2)
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session")

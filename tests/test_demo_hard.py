@@ -168,7 +168,7 @@ def test_marker_records_the_variant(tmp_path, tiny):
     assert demo.is_complete(hard) and demo.is_complete(hard, "hard") and not demo.is_complete(hard, "default")
     assert demo.demo_variant(hard) == "hard"
     marker = hard / ".demo_complete"
-    marker.write_text(marker.read_text().replace('"variant_version": 1', '"variant_version": 0'))
+    marker.write_text(marker.read_text().replace(f'"variant_version": {demo.HARD_VERSION}', '"variant_version": 0'))
     assert not demo.is_complete(hard)  # an outdated hard variant is not complete
 
 
