@@ -40,14 +40,20 @@ def _decode(path) -> tuple:
             raise AudioError(f"{path} holds no audio stream.")
         stream = container.streams.audio[0]
         sample_rate = stream.rate
-        # planar float keeps rate and channels and handles the integer scaling for us
-        to_float = av.AudioResampler(format="fltp")
-        chunks = [out.to_ndarray() for frame in container.decode(stream) for out in to_float.resample(frame)]
-        chunks += [out.to_ndarray() for out in to_float.resample(None)]
+        # packed float keeps rate and channels and handles the integer scaling for us; packed, not planar:
+        # PyAV 18 reads a planar frame of 8 or more channels past its planes (a crash, not an error)
+        to_float = av.AudioResampler(format="flt")
+        chunks = [_mono(out) for frame in container.decode(stream) for out in to_float.resample(frame)]
+        chunks += [_mono(out) for out in to_float.resample(None)]
     if not chunks:
         return None, sample_rate
-    audio = np.concatenate(chunks, axis=1).mean(axis=0, keepdims=True)
+    audio = np.concatenate(chunks)[np.newaxis]
     return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sample_rate
+
+
+def _mono(frame) -> np.ndarray:
+    """The mean over the channels of a packed float frame: ``[samples]``."""
+    return frame.to_ndarray().reshape(frame.samples, len(frame.layout.channels)).mean(axis=1)
 
 
 def fit_length(waveform: torch.Tensor, n_samples: int) -> tuple:

@@ -355,3 +355,16 @@ def test_select_split_on_real_test_csv():
     assert len(select_split(meta, split, devices=["b"])) == 3_290
     counts = rows["source_label"].value_counts()
     assert counts["c"] == 3_290 and counts["s6"] == 3_300
+
+
+@pytest.mark.parametrize("channels", [2, 8, 16])
+def test_many_channels_are_averaged_to_mono(tmp_path, channels):
+    """PyAV 18 read planar frames of 8 or more channels past their planes (a crash, found by the property
+    tests of test_validation.py); the packed decode averages any number of channels."""
+    rng = np.random.default_rng(channels)
+    samples = rng.integers(-20000, 20000, size=(2205, channels))
+    path = tmp_path / "many.wav"
+    write_wav(path, samples.reshape(-1).tolist(), 2, channels=channels)
+    waveform, rate = load_audio(path)
+    assert rate == 44100 and waveform.shape == (1, 2205)
+    assert np.allclose(waveform[0].numpy(), (samples / 32768).mean(axis=1), atol=1e-6)
