@@ -186,3 +186,16 @@ def test_the_real_measurement_decides_and_is_remembered():
     decision = inference.half_is_faster(network, INPUT_SHAPE)
     assert isinstance(decision, bool) and len(inference._decisions) == 1
     assert inference.half_is_faster(network, INPUT_SHAPE) is decision
+
+
+@pytest.mark.parametrize("pass_seconds, passes", [(0.0, 3), (inference.LONG_PASS_SECONDS, 1)])
+def test_a_long_forward_pass_is_timed_once(monkeypatch, pass_seconds, passes):
+    """Choosing the arithmetic of a teacher (PaSST: seconds per pass on a CPU) costs one pass per form."""
+    clock = iter(range(0, 100, 1))
+    calls = []
+    monkeypatch.setattr(inference.time, "perf_counter", lambda: next(clock) * pass_seconds)
+
+    def model(x):
+        calls.append(x)
+    assert inference._seconds(model, torch.zeros(1)) == pass_seconds
+    assert len(calls) == passes
