@@ -16,8 +16,11 @@ import torch
 from conftest import TINY_NETWORK
 from wandb_offline import offline_runs, read_run
 
+import train_base
+import train_device_specific
 from dataset.dcase25 import CLASSES, DEVICES
 from dataset.demo import write_demo_impulse_responses
+from helpers import teacher_logits
 from helpers.outputs.complexity import model_complexity
 from models.registry import build_network
 
@@ -199,7 +202,7 @@ def test_resuming_a_finished_run_changes_nothing(workdir, stage2):
     assert offline_runs(workdir, run_id) == wandb_runs  # no new wandb run
 
 
-def test_evaluation_predictions(workdir, stage2):
+def test_evaluation_predictions(workdir, stage2, monkeypatch):
     run_id, stage2_out = stage2
     command = printed_command(stage2_out, "train_device_specific.py")  # the command stage 2 printed
     # the front end's flags are carried (the network itself comes from the checkpoint)
@@ -221,11 +224,12 @@ def test_evaluation_predictions(workdir, stage2):
     assert info["test_results"]["Device-specific Models"]["macro_avg_acc"] >= 0
     assert (folder / "model_state_dict.pt").is_file()
     assert str(folder / "output.csv") in out
-    # a second run does not overwrite the folder without --overwrite
-    again = subprocess.run([sys.executable, str(REPO / "train_device_specific.py"), "--demo", "--ckpt_id", run_id,
-                            "--evaluate", "--eval_dir", str(workdir / "demo_data" / "eval")],
-                           cwd=workdir, capture_output=True, text=True, env={**os.environ, "HOME": str(workdir)})
-    assert again.returncode != 0 and "--overwrite" in again.stderr
+    # a second run does not overwrite the folder without --overwrite (in this process, for the suite's time)
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit, match="--overwrite"):
+        train_device_specific.main(["--demo", "--ckpt_id", run_id, "--evaluate", "--eval_dir",
+                                    str(workdir / "demo_data" / "eval")])
+    assert table.equals(pd.read_csv(folder / "output.csv", sep="\t"))  # the first run's file is kept
 
 
 def test_stage1_with_two_ddp_processes(workdir):
@@ -255,43 +259,36 @@ def test_bf16_mixed_precision_on_cpu_with_the_audio_cache(workdir):
     assert len(list((workdir / "audio_cache").glob("*.npy"))) == 2  # the training split and the test split
 
 
-def run_module(module, args, cwd):
-    """``python -m module`` from ``cwd`` with the repository importable, as run from its root."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
-    env.update(HOME=str(cwd), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, f"{module} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout
-
-
-def test_distilled_stage1_and_stage2(workdir, stage1, stage2):
+def test_distilled_stage1_and_stage2(workdir, stage1, stage2, monkeypatch, capsys):
     """The runs above as teachers: the general one's logits distil a stage-1 student, the device-specific
-    one's (each clip through its device's model) distil that student's stage 2."""
+    one's (each clip through its device's model) distil that student's stage 2. In this process (the
+    subprocess runs above cover the console), for the suite's time."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("DCASE25_RUN_ID", "")
     split = workdir / "demo_data" / "split_setup"
     names = pd.concat([pd.read_csv(split / f, sep="\t")["filename"] for f in ("split25.csv", "test.csv")])
-    out = run_module("helpers.teacher_logits", [stage1[0], "--demo", "--out", "general.tsv", "--num_workers", "0"],
-                     workdir)
-    assert f"| {stage1[0]} |" in out
+    teacher_logits.main([stage1[0], "--demo", "--out", "general.tsv", "--num_workers", "0"])
+    assert f"| {stage1[0]} |" in capsys.readouterr().out
     general = pd.read_csv(workdir / "general.tsv", sep="\t", index_col="filename")
     assert list(general.columns) == CLASSES and sorted(general.index) == sorted(names)
 
     kd = ["--project_name", "KD", "--teacher_logits", "general.tsv", "--kd_lambda", "0.5", *TINY[2:-2],
           "--n_epochs", "1", "--wandb_mode", "disabled"]
-    out = run_script("train_base.py", ["--demo", "--seed", "2", *kd], workdir)
+    student, results = train_base.main(["--demo", "--seed", "2", *kd])
+    out = capsys.readouterr().out
     assert "Distilling from general.tsv" in out and "0.5 * label loss + 0.5 * distillation loss" in out
-    student = re.search(r"Run id: (\w+)", out).group(1)
     check_results(json.loads((workdir / "KD" / student / "results.json").read_text())["results"]["General Model"])
     saved = torch.load(workdir / "KD" / student / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["hyper_parameters"]["teacher_logits"] == "general.tsv"
 
-    run_module("helpers.teacher_logits", [stage2[0], "--demo", "--out", "devices.tsv", "--num_workers", "0"], workdir)
+    teacher_logits.main([stage2[0], "--demo", "--out", "devices.tsv", "--num_workers", "0"])
     devices = pd.read_csv(workdir / "devices.tsv", sep="\t", index_col="filename").loc[general.index]
     unseen = general.index.str.contains(r"-s[456]\.wav$")
     assert unseen.any() and np.allclose(devices[unseen], general[unseen], rtol=1e-4, atol=1e-5)  # general model
     assert not np.allclose(devices[~unseen], general[~unseen], rtol=1e-4, atol=1e-5)  # their device's model
     kd[3] = "devices.tsv"
-    out = run_script("train_device_specific.py", ["--demo", "--ckpt_id", student, *kd], workdir)
-    assert "Distilling from devices.tsv" in out
-    results = json.loads((workdir / "KD" / re.search(r"Run id: (\w+)", out).group(1) / "results.json").read_text())
+    capsys.readouterr()
+    run_id, _ = train_device_specific.main(["--demo", "--ckpt_id", student, *kd])
+    assert "Distilling from devices.tsv" in capsys.readouterr().out
+    results = json.loads((workdir / "KD" / run_id / "results.json").read_text())
     check_results(results["results"]["Device-specific Models"])

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torchinfo
 from test_reliability import SMALL, interrupt_when, steps_per_epoch
-from test_reliability import run as run_script
 from test_submission import run
 from torch import nn
 from torch.utils.data import DataLoader
 
+import train_base
 from dataset.audio import load_audio
 from helpers.outputs.complexity import MAX_MACS, MAX_PARAM_BYTES, model_complexity
 from helpers.outputs.submission import export_submission
@@ -236,7 +236,7 @@ def workdir(workdir_factory):
 
 
 @pytest.mark.slow
-def test_8bit_run_resumes_and_ends_with_the_int8_figures(workdir):
+def test_8bit_run_resumes_and_ends_with_the_int8_figures(workdir, monkeypatch, capsys):
     args = [*BASELINE_WIDTH, "--project_name", "Q8", "--run_id", "q8stop", "--n_epochs", "8", "--quantize", "int8",
             "--qat_freeze_epochs", "1"]
     last = workdir / "Q8" / "q8stop" / "checkpoints" / "last.ckpt"
@@ -248,7 +248,9 @@ def test_8bit_run_resumes_and_ends_with_the_int8_figures(workdir):
 
     resume = [*BASELINE_WIDTH, "--project_name", "Q8", "--resume", "q8stop", "--n_epochs", "8", "--quantize", "int8",
               "--qat_freeze_epochs", "1"]
-    out = run_script("train_base.py", resume, workdir).stdout
+    monkeypatch.chdir(workdir)  # resumed in this process, for the suite's time (test_reliability resumes in its own)
+    train_base.main(resume)
+    out = capsys.readouterr().out
     assert "Continuing run q8stop" in out and "Run id: q8stop" in out
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
     assert checkpoint["network"]["quantize"] == "int8"  # recorded: stage 2 needs no --quantize

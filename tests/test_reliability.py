@@ -14,7 +14,10 @@ import torch
 from conftest import TINY_NETWORK
 from torch.utils.data import DataLoader
 
+import train_base
+import train_device_specific
 from helpers.setup.checkpoints import CheckpointError, resolve_checkpoint, save_checkpoint
+from helpers.setup.console import run_cli
 from helpers.setup.flags import build_parser
 from helpers.setup.trainer import make_trainer
 from helpers.training.module import NonFiniteLossError, SceneClassifier
@@ -82,8 +85,9 @@ def test_stage1_interrupted_then_resumed_ends_like_an_uninterrupted_run(workdir)
     assert results["results"]["General Model"]["count"] > 0
 
 
-def test_stage2_resumes_at_the_device_it_was_on(workdir):
-    run("train_base.py", [*SMALL, "--project_name", "Resume2", "--run_id", "base2", "--n_epochs", "1"], workdir)
+def test_stage2_resumes_at_the_device_it_was_on(workdir, monkeypatch, capsys):
+    monkeypatch.chdir(workdir)  # the steps that need no process of their own run in this one, for the suite's time
+    train_base.main([*SMALL, "--project_name", "Resume2", "--run_id", "base2", "--n_epochs", "1"])
     args = [*SMALL, "--project_name", "Resume2", "--ckpt_id", "base2", "--run_id", "dev2", "--n_epochs", "30",
             "--train_devices", "a", "b", "c"]
     phase_b = workdir / "Resume2" / "dev2" / "checkpoints" / "last-b.ckpt"
@@ -93,12 +97,13 @@ def test_stage2_resumes_at_the_device_it_was_on(workdir):
     assert container["completed_devices"] == ["a"] and container["complete"] is False
 
     # a stopped stage-2 run cannot be used for predictions yet
-    refused = run("train_device_specific.py", [*SMALL, "--project_name", "Resume2", "--ckpt_id", "dev2",
-                                               "--evaluate", "--eval_dir", "demo_data/eval"], workdir, False)
-    assert refused.returncode != 0 and "--resume dev2" in refused.stderr and "Traceback" not in refused.stderr
+    with pytest.raises(SystemExit, match=r"^error: .*--resume dev2"):
+        run_cli(lambda: train_device_specific.main([*SMALL, "--project_name", "Resume2", "--ckpt_id", "dev2",
+                                                    "--evaluate", "--eval_dir", "demo_data/eval"]))
 
-    out = run("train_device_specific.py", [*SMALL, "--project_name", "Resume2", "--resume", "dev2",
-                                           "--n_epochs", "30", "--train_devices", "a", "b", "c"], workdir).stdout
+    train_device_specific.main([*SMALL, "--project_name", "Resume2", "--resume", "dev2", "--n_epochs", "30",
+                                "--train_devices", "a", "b", "c"])
+    out = capsys.readouterr().out
     skipped = next(line for line in out.splitlines() if line.startswith("Device a "))
     assert "skipped" in skipped  # the device and what happened to it
     assert "=== Fine-tuning the model of device b ===" in out and "Run id: dev2" in out
@@ -109,6 +114,8 @@ def test_stage2_resumes_at_the_device_it_was_on(workdir):
 
 
 def test_two_seeded_runs_give_identical_test_metrics(workdir):
+    """Each in a process of its own (a process that has trained before may have chosen the inference
+    arithmetic for this network already, models/inference.py)."""
     results = []
     for project in ("SeedA", "SeedB"):
         out = run("train_base.py", [*SMALL, "--project_name", project, "--seed", "7", "--n_epochs", "2",
@@ -148,14 +155,16 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
 
 
-def test_errors_are_one_message_not_a_traceback(workdir):
+def test_errors_are_one_message_not_a_traceback(workdir, monkeypatch):
     missing = run("train_device_specific.py", [*SMALL, "--ckpt_id", "nosuchrun"], workdir, expect_ok=False)
     assert missing.returncode != 0 and missing.stderr.startswith("error: --ckpt_id nosuchrun")
     assert "Traceback" not in missing.stderr
-    subset = run("train_base.py", [*SMALL, "--subset", "50"], workdir, expect_ok=False)
-    assert subset.returncode != 0 and "25 % split" in subset.stderr and "Traceback" not in subset.stderr
-    resume = run("train_base.py", [*SMALL, "--project_name", "Empty", "--resume"], workdir, expect_ok=False)
-    assert resume.returncode != 0 and "no run of this script" in resume.stderr
+    # more of them through the scripts' same wrapper, in this process (for the suite's time)
+    monkeypatch.chdir(workdir)
+    with pytest.raises(SystemExit, match=r"^error: .*25 % split"):
+        run_cli(lambda: train_base.main([*SMALL, "--subset", "50"]))
+    with pytest.raises(SystemExit, match=r"^error: .*no run of this script"):
+        run_cli(lambda: train_base.main([*SMALL, "--project_name", "Empty", "--resume"]))
 
 
 def test_checkpoint_id_matching_several_runs_is_refused(tmp_path, monkeypatch):
