@@ -53,8 +53,11 @@ def run(script, args, workdir, expect_ok=True):
 
 def interrupt_when(script, args, workdir, ready):
     """Start ``script``, send Ctrl-C (SIGINT) once ``ready()`` holds, return the finished process."""
+    # Ctrl-C as in a terminal: the child starts with the default SIGINT disposition, whatever this process
+    # has (Lightning ignores SIGINT for good after it has caught a KeyboardInterrupt, and children inherit that)
     process = subprocess.Popen(command(script, args), cwd=workdir, env=environment(workdir),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not ready() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
