@@ -54,7 +54,8 @@ def run(script, args, workdir, expect_ok=True):
 def interrupt_when(script, args, workdir, ready):
     """Start ``script``, send Ctrl-C (SIGINT) once ``ready()`` holds, return the finished process."""
     # Ctrl-C as in a terminal: the child starts with the default SIGINT disposition, whatever this process
-    # has (Lightning ignores SIGINT for good after it has caught a KeyboardInterrupt, and children inherit that)
+    # has; children inherit an ignored SIGINT (a shell's background job starts so, and Lightning ignores
+    # SIGINT for good once it has caught a KeyboardInterrupt)
     process = subprocess.Popen(command(script, args), cwd=workdir, env=environment(workdir),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
