@@ -85,18 +85,16 @@ def _seconds(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> float:
     """The best of ``repeats`` timed forward passes after a first one; a first pass of at least
     ``LONG_PASS_SECONDS`` (a network far beyond the submission limits, a teacher) is the measurement
     itself, as its one-time costs are then a small part of it."""
-    with torch.no_grad():
+    def timed_pass() -> float:
         start = time.perf_counter()
         model(x)
-        best = time.perf_counter() - start
-        if best >= LONG_PASS_SECONDS:
-            return best
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - start)
-    return best
+        return time.perf_counter() - start
+
+    with torch.no_grad():
+        first = timed_pass()
+        if first >= LONG_PASS_SECONDS:
+            return first
+        return min(timed_pass() for _ in range(repeats))
 
 
 def half_is_faster(network: nn.Module, input_shape) -> bool:

@@ -274,7 +274,7 @@ def test_distilled_stage1_and_stage2(workdir, stage1, stage2, monkeypatch, capsy
 
     kd = ["--project_name", "KD", "--teacher_logits", "general.tsv", "--kd_lambda", "0.5", *TINY[2:-2],
           "--n_epochs", "1", "--wandb_mode", "disabled"]
-    student, results = train_base.main(["--demo", "--seed", "2", *kd])
+    student, _ = train_base.main(["--demo", "--seed", "2", *kd])
     out = capsys.readouterr().out
     assert "Distilling from general.tsv" in out and "0.5 * label loss + 0.5 * distillation loss" in out
     check_results(json.loads((workdir / "KD" / student / "results.json").read_text())["results"]["General Model"])

@@ -191,7 +191,7 @@ def test_the_real_measurement_decides_and_is_remembered():
 @pytest.mark.parametrize("pass_seconds, passes", [(0.0, 3), (inference.LONG_PASS_SECONDS, 1)])
 def test_a_long_forward_pass_is_timed_once(monkeypatch, pass_seconds, passes):
     """Choosing the arithmetic of a teacher (PaSST: seconds per pass on a CPU) costs one pass per form."""
-    clock = iter(range(0, 100, 1))
+    clock = iter(range(100))
     calls = []
     monkeypatch.setattr(inference.time, "perf_counter", lambda: next(clock) * pass_seconds)
 
