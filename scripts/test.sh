@@ -4,4 +4,4 @@
 # module per process; PYTEST_WORKERS=0 runs them in this one). Times: docs/speed.md.
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"
 .venv/bin/ruff check .
-.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile tests "$@"
+.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder tests "$@"
