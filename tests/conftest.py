@@ -69,7 +69,7 @@ def package_python(tmp_path_factory) -> Path:
 def pytest_collection_modifyitems(items):
     """Modules with the most ``slow`` tests first, each module's tests in their own order: the two processes
     of scripts/test.sh (one module at a time, in this order: ``--no-loadscope-reorder``) start on the long
-    modules and end on short ones, instead of one finishing minutes before the other."""
+    modules and end on short ones, instead of one running the long modules alone at the end."""
     def module(item):
         return item.nodeid.split("::")[0]
     slow = Counter(module(item) for item in items if item.get_closest_marker("slow"))
