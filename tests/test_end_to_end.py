@@ -16,6 +16,7 @@ import torch
 from conftest import TINY_NETWORK
 from wandb_offline import offline_runs, read_run
 
+import export_submission as export_command
 import train_base
 import train_device_specific
 from dataset.dcase25 import CLASSES, DEVICES
@@ -177,24 +178,29 @@ def test_stage2_logs_the_training_loss_of_every_device(workdir, stage2):
     assert "train/loss" not in metrics  # stage 1's curve is not in stage 2's run
 
 
-def test_stage2_prints_the_next_commands_and_they_work(workdir, stage2):
+def test_stage2_prints_the_next_commands_and_they_work(workdir, stage2, monkeypatch):
+    """The printed export command, run by the script's main in this process (for the suite's time)."""
     run_id, out = stage2
     export = printed_command(out, "export_submission.py")
     assert export[:2] == ["--ckpt_id", run_id]
     export[export.index("--submission_name") + 1] = "Demo_DEMO_task1"
-    run_script("export_submission.py", export, workdir)
+    monkeypatch.chdir(workdir)
+    export_command.main(export)
     package = workdir / "submissions" / "Demo_DEMO_task1"
     assert (package / "Demo_DEMO_task1" / "Demo_DEMO_task1_1.py").is_file()
     assert (package / "Demo_DEMO_task1" / "resources" / "test.csv").read_bytes() == \
         (workdir / "demo_data" / "split_setup" / "test.csv").read_bytes()
 
 
-def test_resuming_a_finished_run_changes_nothing(workdir, stage2):
+def test_resuming_a_finished_run_changes_nothing(workdir, stage2, monkeypatch, capsys):
+    """In this process, for the suite's time (no wandb run may start: that is checked below)."""
     run_id, _ = stage2
     run_dir = workdir / "DCASE25_Task1" / run_id
     before = {name: (run_dir / name).read_bytes() for name in ("results.json", "results.md", "checkpoints/last.ckpt")}
     wandb_runs = offline_runs(workdir, run_id)
-    out = run_script("train_device_specific.py", ["--demo", "--resume", run_id, *TINY[2:]], workdir)
+    monkeypatch.chdir(workdir)
+    train_device_specific.main(["--demo", "--resume", run_id, *TINY[2:]])
+    out = capsys.readouterr().out
     assert f"Run {run_id} has finished already" in out and "nothing was changed" in out
     assert "Testing" not in out and "Continuing run" not in out
     assert printed_command(out, "train_device_specific.py")[:3] == ["--ckpt_id", run_id, "--evaluate"]
@@ -249,12 +255,14 @@ def test_stage1_with_two_ddp_processes(workdir):
     assert (workdir / "DDP" / run_id / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_bf16_mixed_precision_on_cpu_with_the_audio_cache(workdir):
-    out = run_script("train_base.py", ["--demo", "--project_name", "BF16", "--precision", "bf16-mixed",
-                                       "--cache_dir", "audio_cache", "--n_epochs", "1", *TINY[2:], *AUGMENTED],
-                     workdir)
-    assert "impulse responses from irs (resampled to 16000 Hz" in out  # the cache's rate (TINY: --sample_rate)
-    run_id = re.search(r"Run id: (\w+)", out).group(1)
+def test_bf16_mixed_precision_on_cpu_with_the_audio_cache(workdir, monkeypatch, capsys):
+    """In this process, for the suite's time (the runs above cover the console)."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("DCASE25_RUN_ID", "")
+    run_id, _ = train_base.main(["--demo", "--project_name", "BF16", "--precision", "bf16-mixed", "--cache_dir",
+                                 "audio_cache", "--n_epochs", "1", *TINY[2:-2], "--wandb_mode", "disabled",
+                                 *AUGMENTED])
+    assert "impulse responses from irs (resampled to 16000 Hz" in capsys.readouterr().out  # the cache's rate
     check_results(json.loads((workdir / "BF16" / run_id / "results.json").read_text())["results"]["General Model"])
     assert len(list((workdir / "audio_cache").glob("*.npy"))) == 2  # the training split and the test split
 

@@ -211,8 +211,22 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     checkpoint = torch.load(repo / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["network"]["name"] == name and checkpoint["network"]["config"]["base_channels"] == 8
     assert checkpoint["global_step"] > 0  # it trained
-    run([sys.executable, "export_submission.py", "--ckpt_id", run_id, "--submission_name", "Toy_TEST_task1",
-         "--submission_index", "1"], repo, env)
+    # in one process of the copy: the export (as `python export_submission.py --ckpt_id <run> ...`), and the
+    # logits the trained checkpoint gives in the project (its final-test path) for the clips predicted below
+    files = [str(demo_dir / f) for f in pd.read_csv(demo_dir / "split_setup" / "test.csv", sep="\t")["filename"][:4]]
+    devices = ["a", "b", "s4", "unknown"]
+    export_and_reference = (
+        "import json, sys, torch; import export_submission; from dataset.audio import load_audio; "
+        "from helpers.setup.model_loader import load_device_system; from helpers.training.module import "
+        "SceneClassifier; from models.inference import store_for_submission; "
+        "export_submission.main(['--ckpt_id', sys.argv[1], '--submission_name', 'Toy_TEST_task1', "
+        "'--submission_index', '1']); "
+        "system, ckpt, _ = load_device_system(sys.argv[1], 'DCASE25_Task1'); "
+        "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
+        "store_for_submission(system); "
+        "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
+        "torch.save(module.inference_logits(waves, json.loads(sys.argv[3])), 'reference.pt')")
+    run([sys.executable, "-c", export_and_reference, run_id, json.dumps(files), json.dumps(devices)], repo, env)
     package = repo / "submissions" / "Toy_TEST_task1"
     assert (package / "Toy_TEST_task1" / "models" / f"{name}.py").is_file()
 
@@ -220,8 +234,6 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     python = package_python
     run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index", package],
         tmp_path)
-    files = [str(demo_dir / f) for f in pd.read_csv(demo_dir / "split_setup" / "test.csv", sep="\t")["filename"][:4]]
-    devices = ["a", "b", "s4", "unknown"]
     probe = ("import json, sys, torch; from Toy_TEST_task1 import Toy_TEST_task1_1 as api; "
              "logits, classes = api.predict(json.loads(sys.argv[1]), json.loads(sys.argv[2]), use_cuda=False); "
              "torch.save(torch.stack(logits), 'logits.pt'); print(api.__file__)")
@@ -229,16 +241,7 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     assert str(repo) not in module_file and "site-packages" in module_file
     logits = torch.load(tmp_path / "logits.pt")
 
-    # the same logits as the trained checkpoint gives in the project (its final-test path)
-    reference = ("import json, sys, torch; from dataset.audio import load_audio; "
-                 "from helpers.setup.model_loader import load_device_system; from helpers.training.module import "
-                 "SceneClassifier; from models.inference import store_for_submission; "
-                 "system, ckpt, _ = load_device_system(sys.argv[1], 'DCASE25_Task1'); "
-                 "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
-                 "store_for_submission(system); "
-                 "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
-                 "torch.save(module.inference_logits(waves, json.loads(sys.argv[3])), 'reference.pt')")
-    run([sys.executable, "-c", reference, run_id, json.dumps(files), json.dumps(devices)], repo, env)
+    # the same logits as the trained checkpoint gives in the project
     expected = torch.load(repo / "reference.pt")
     assert logits.shape == (4, 10)
     assert torch.allclose(logits, expected, atol=1e-3), (logits - expected).abs().max()

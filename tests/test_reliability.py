@@ -73,7 +73,7 @@ def steps_per_epoch(workdir, batch_size=16):
     return -(-n // batch_size)
 
 
-def test_stage1_interrupted_then_resumed_ends_like_an_uninterrupted_run(workdir):
+def test_stage1_interrupted_then_resumed_ends_like_an_uninterrupted_run(workdir, monkeypatch, capsys):
     args = [*SMALL, "--project_name", "Resume1", "--run_id", "stop1", "--n_epochs", "12"]
     last = workdir / "Resume1" / "stop1" / "checkpoints" / "last.ckpt"
     code, output = interrupt_when("train_base.py", args, workdir, last.is_file)
@@ -81,8 +81,9 @@ def test_stage1_interrupted_then_resumed_ends_like_an_uninterrupted_run(workdir)
     stopped_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert 0 < stopped_at < 12 * steps_per_epoch(workdir)  # a usable checkpoint from before the end
 
-    out = run("train_base.py", [*SMALL, "--project_name", "Resume1", "--resume", "stop1", "--n_epochs", "12"],
-              workdir).stdout
+    monkeypatch.chdir(workdir)  # the resumed run in this process, for the suite's time
+    train_base.main([*SMALL, "--project_name", "Resume1", "--resume", "stop1", "--n_epochs", "12"])
+    out = capsys.readouterr().out
     assert "Continuing run stop1" in out and "Run id: stop1" in out
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 12 * steps_per_epoch(workdir)
     results = json.loads((workdir / "Resume1" / "stop1" / "results.json").read_text())
