@@ -104,8 +104,7 @@ def half_is_faster(network: nn.Module, input_shape) -> bool:
     ``HALF_MARGIN`` times faster than its 32-bit form, on ``MEASURED_CLIPS`` clips (so that choosing
     takes a fraction of a second for a submission's network, one pass per form for a teacher). Half
     precision is first timed on one clip: when that alone is not ``HALF_MARGIN`` times faster than the
-    32-bit form on all of them, it cannot win, and its long pass is skipped (PaSST on a CPU: 1.4 s
-    instead of 10 s)."""
+    32-bit form on all of them, it cannot win, and its long pass is skipped (a teacher's, on most CPUs)."""
     if next(network.parameters()).device.type != "cpu":
         return True
     if is_int8(network):
