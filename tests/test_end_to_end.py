@@ -1,5 +1,6 @@
 """Both training scripts and the evaluation, run as a user runs them (subprocesses, wandb offline)
-on a tiny demo set. The runs are shared by the tests of this module."""
+on a tiny demo set; the steps whose console other runs already show call the scripts' main in this
+process (their docstrings say so). The runs are shared by the tests of this module."""
 import json
 import math
 import os
