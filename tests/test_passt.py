@@ -1,7 +1,9 @@
 """PaSST, the AudioSet-pretrained teacher (models/passt.py): its weights (download, files, refusals), its
 front end, its training defaults, and the whole teacher path on the demo set with random weights (the
 AudioSet weights cannot be downloaded here): a PaSST run, its teacher file with a CP-ResNet in one ensemble,
-a distilled CP-Mobile student, and stage 2 with a device-specific PaSST teacher."""
+a distilled CP-Mobile student, and stage 2 with a device-specific PaSST teacher. The network itself (12
+blocks, 85 million parameters) is built and checked by the first tests; the whole path runs on a PaSST of
+one block, built by the same code, for the suite's time."""
 import os
 import urllib.error
 
@@ -119,9 +121,22 @@ def small_split(demo_dir, folder):
     return folder
 
 
+def one_block_passt(monkeypatch):
+    """The authors' architecture function, with one transformer block instead of twelve (every other setting
+    and all of this project's code as for the real network)."""
+    import hear21passt.models.passt as package
+    create = package._create_vision_transformer
+
+    def one_block(pretrained=False, **kwargs):
+        return create(passt.ARCHITECTURE, pretrained=pretrained, distilled=True, patch_size=16, embed_dim=768,
+                      depth=1, num_heads=12, **kwargs)
+    monkeypatch.setattr(package, passt.ARCHITECTURE, one_block)
+
+
 @pytest.mark.slow
 def test_the_whole_teacher_path_with_a_randomly_initialised_passt(workdir_factory, demo_dir, monkeypatch):
     root = workdir_factory("passt")
+    one_block_passt(monkeypatch)
     monkeypatch.chdir(root)
     monkeypatch.setenv("DCASE25_RUN_ID", "")
     split = ["--split_dir", str(small_split(demo_dir, root / "small_split"))]
@@ -131,9 +146,12 @@ def test_the_whole_teacher_path_with_a_randomly_initialised_passt(workdir_factor
     teacher, results = train_base.main(["--model", "passt", "--pretrained", "none", "--precision", "bf16-mixed",
                                         *short])
     assert results["count"] == 9
-    record = torch.load(root / "DCASE25_Task1" / teacher / "checkpoints" / "last.ckpt", weights_only=True,
-                        mmap=True)["network"]
+    checkpoint = torch.load(root / "DCASE25_Task1" / teacher / "checkpoints" / "last.ckpt", weights_only=True,
+                            mmap=True)
+    record = checkpoint["network"]
     assert record["name"] == "passt" and record["config"]["pretrained"] == "none"
+    assert "model.net.blocks.0.attn.qkv.weight" in checkpoint["state_dict"]
+    assert "model.net.blocks.1.attn.qkv.weight" not in checkpoint["state_dict"]  # the one-block PaSST of this test
     resnet, _ = train_base.main(["--model", "cp_resnet", "--base_channels", "8", *short])
 
     # one ensemble file of PaSST and CP-ResNet, each through its own front end
@@ -146,8 +164,16 @@ def test_the_whole_teacher_path_with_a_randomly_initialised_passt(workdir_factor
     metrics = pd.read_csv(next((root / "DCASE25_Task1" / student).glob("*/metrics.csv")))
     assert {"train/kd_loss", "train/label_loss"} <= set(metrics.columns)
 
-    # stage 2 of a PaSST (device-specific teachers) runs as for any network; it is left out here for the
-    # suite's time (docs/passt.md: it was run from the command line)
+    # stage 2 of the PaSST: device-specific teachers, their teacher file, and the student's stage 2 distilled
+    # from it (the teachers' logits are routed by device)
+    devices, results = train_device_specific.main(["--ckpt_id", teacher, "--train_devices", "a", *short])
+    assert results["Device-specific Models"]["count"] == 9
+    teacher_logits.main([devices, "--out", "devices.tsv", *short])
+    assert len(pd.read_csv("devices.tsv", sep="\t")) == 8 + 9
+    _, results = train_device_specific.main([*TINY_NETWORK, "--ckpt_id", student, "--train_devices", "a",
+                                             "--teacher_logits", "devices.tsv", *short])
+    assert results["Device-specific Models"]["count"] == 9
+
     # a teacher is no submission: --evaluate and the export refuse it, writing nothing
     with pytest.raises(SystemExit, match="exceed the complexity limits"):
         train_device_specific.main(["--ckpt_id", teacher, "--evaluate", "--eval_dir", "demo_data/eval", *short])
