@@ -80,7 +80,7 @@ def confusion_figure(confusion: dict, classes, title: str) -> Figure:
         for j in range(len(classes)):
             if counts[i, j] or i == j:
                 ax.text(j, i, f"{100 * shares[i, j]:.0f}%\n{int(counts[i, j])}", ha="center", va="center",
-                        fontsize=8, color=_text_colour(shares[i, j], 0, 1, "Blues"))
+                        fontsize=8, color=_text_colour(shares[i, j], 0, 1, "Blues"), in_layout=False)
     ax.set_xticks(range(len(classes)), [_label(c) for c in classes], rotation=40, ha="right",
                   rotation_mode="anchor")
     ax.set_yticks(range(len(classes)), [f"{_label(c)} ({int(n)})" for c, n in zip(classes, totals)])
@@ -116,7 +116,7 @@ def _map_figure(values, classes, devices, device_groups, title, row_margin, colu
         for j in range(values.shape[1]):
             value = values[i, j]
             ax.text(j, i, "-" if np.isnan(value) else cell_format.format(value), ha="center", va="center",
-                    fontsize=9, color=_text_colour(value, vmin, vmax, cmap))
+                    fontsize=9, color=_text_colour(value, vmin, vmax, cmap), in_layout=False)
 
     def tick(name, margin, separator):
         return name if np.isnan(margin) else f"{name}{separator}{cell_format.format(margin)}"
