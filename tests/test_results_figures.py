@@ -2,9 +2,6 @@
 ``python -m helpers.compare`` on small run folders written by the project's own result writer."""
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,13 +9,13 @@ import torch
 from matplotlib.image import imread
 
 from dataset.dcase25 import CLASSES, DEVICE_GROUPS, DEVICES
+from helpers import compare as compare_command
 from helpers.compare import compare
 from helpers.figures import redraw
 from helpers.outputs.drawing import CONFUSION_SIZE, DPI, MAP_SIZE
 from helpers.outputs.results import write_results
 from helpers.training.metrics import SceneDeviceAccuracy
 
-REPO = Path(__file__).resolve().parents[1]
 COMPLEXITY = {"general": {"macs": 29_419_156, "params": 61_148, "param_bytes": 122_296}}
 
 
@@ -192,13 +189,12 @@ def test_compare_leaves_files_it_did_not_write_alone(tmp_path):
     finished_run(project, "aaaa1111", 0.5, {})
     mine = tmp_path / "notes.md"
     mine.write_text("my notes\n")
-    result = subprocess.run([sys.executable, "-m", "helpers.compare", str(project / "aaaa1111"), "--out",
-                             str(tmp_path / "notes")], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode != 0 and "notes.md exists" in result.stderr
+    # the command's main, in this process (test_end_to_end runs ``python -m helpers.compare`` as a user does)
+    with pytest.raises(SystemExit, match="notes.md exists"):
+        compare_command.main([str(project / "aaaa1111"), "--out", str(tmp_path / "notes")])
     assert mine.read_text() == "my notes\n" and not (tmp_path / "notes.png").exists()
-    missing = subprocess.run([sys.executable, "-m", "helpers.compare", "nosuchrun", "--project_name", str(project)],
-                             cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert missing.returncode != 0 and "aaaa1111" in missing.stderr  # lists the runs there
+    with pytest.raises(SystemExit, match="aaaa1111"):  # lists the runs there
+        compare_command.main(["nosuchrun", "--project_name", str(project)])
     again = compare([str(project / "aaaa1111")], out=str(tmp_path / "cmp"))  # its own output is replaced
     assert compare([str(project / "aaaa1111")], out=str(tmp_path / "cmp")) == again
 
