@@ -204,29 +204,32 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME") and not k.startswith("WANDB")}
     env["HOME"] = str(tmp_path)
 
-    out = run([sys.executable, "train_base.py", "--model", name, "--base_channels", "8", "--demo", "--demo_dir",
-               demo_dir, *TINY], repo, env)
+    # in one process of the copy (for the suite's time; test_end_to_end runs the scripts as commands): the
+    # training run (train_base.py's main), the export (as `python export_submission.py --ckpt_id <run> ...`),
+    # and the logits the trained checkpoint gives in the project (its final-test path) for the clips
+    # predicted below
+    files = [str(demo_dir / f) for f in pd.read_csv(demo_dir / "split_setup" / "test.csv", sep="\t")["filename"][:4]]
+    devices = ["a", "b", "s4", "unknown"]
+    train_export_and_reference = (
+        "import json, sys, torch; import train_base, export_submission; from dataset.audio import load_audio; "
+        "from helpers.setup.model_loader import load_device_system; from helpers.training.module import "
+        "SceneClassifier; from models.inference import store_for_submission; "
+        "run_id, _ = train_base.main(json.loads(sys.argv[1])); "
+        "export_submission.main(['--ckpt_id', run_id, '--submission_name', 'Toy_TEST_task1', "
+        "'--submission_index', '1']); "
+        "system, ckpt, _ = load_device_system(run_id, 'DCASE25_Task1'); "
+        "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
+        "store_for_submission(system); "
+        "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
+        "torch.save(module.inference_logits(waves, json.loads(sys.argv[3])), 'reference.pt')")
+    training = ["--model", name, "--base_channels", "8", "--demo", "--demo_dir", str(demo_dir), *TINY]
+    out = run([sys.executable, "-c", train_export_and_reference, json.dumps(training), json.dumps(files),
+               json.dumps(devices)], repo, env)
     assert f"Model {name}:" in out
     run_id = re.search(r"Run id: (\w+)", out).group(1)
     checkpoint = torch.load(repo / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["network"]["name"] == name and checkpoint["network"]["config"]["base_channels"] == 8
     assert checkpoint["global_step"] > 0  # it trained
-    # in one process of the copy: the export (as `python export_submission.py --ckpt_id <run> ...`), and the
-    # logits the trained checkpoint gives in the project (its final-test path) for the clips predicted below
-    files = [str(demo_dir / f) for f in pd.read_csv(demo_dir / "split_setup" / "test.csv", sep="\t")["filename"][:4]]
-    devices = ["a", "b", "s4", "unknown"]
-    export_and_reference = (
-        "import json, sys, torch; import export_submission; from dataset.audio import load_audio; "
-        "from helpers.setup.model_loader import load_device_system; from helpers.training.module import "
-        "SceneClassifier; from models.inference import store_for_submission; "
-        "export_submission.main(['--ckpt_id', sys.argv[1], '--submission_name', 'Toy_TEST_task1', "
-        "'--submission_index', '1']); "
-        "system, ckpt, _ = load_device_system(sys.argv[1], 'DCASE25_Task1'); "
-        "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
-        "store_for_submission(system); "
-        "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
-        "torch.save(module.inference_logits(waves, json.loads(sys.argv[3])), 'reference.pt')")
-    run([sys.executable, "-c", export_and_reference, run_id, json.dumps(files), json.dumps(devices)], repo, env)
     package = repo / "submissions" / "Toy_TEST_task1"
     assert (package / "Toy_TEST_task1" / "models" / f"{name}.py").is_file()
 

@@ -71,6 +71,36 @@ def run(cmd, cwd, env=None, check=True):
     return result
 
 
+# runs the package's scripts one after another in one interpreter, each as `python SCRIPT ARGS` would run it
+# (as __main__, with its own argv; its exit status, stdout and stderr kept apart), to save the start of a process
+SCRIPTS = """
+import contextlib, io, json, runpy, sys, traceback
+results = []
+for script, args in json.loads(sys.argv[1]):
+    sys.argv, out, err, code = [script, *args], io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path(script, run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            if isinstance(stop.code, str):
+                print(stop.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append(dict(returncode=code, stdout=out.getvalue(), stderr=err.getvalue()))
+print(json.dumps(results))
+"""
+
+
+def run_scripts(python, calls, cwd, env):
+    """``[(script, [args])]`` run in one process of ``python``; a result per call, as ``subprocess.run`` gives."""
+    result = run([python, "-c", SCRIPTS, json.dumps([(script, [str(a) for a in args]) for script, args in calls])],
+                 cwd=cwd, env=env)
+    return [subprocess.CompletedProcess(script, r["returncode"], r["stdout"], r["stderr"])
+            for (script, _), r in zip(calls, json.loads(result.stdout.strip().splitlines()[-1]))]
+
+
 def tree_digests(folder):
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -245,17 +275,16 @@ def test_complexity_check_and_evaluation_scripts(exported, venv):
     root, cwd = exported["root"], venv["cwd"]
     for script in ("test_complexity.py", "evaluate_submission.py"):  # run beside the installed package only
         shutil.copy(exported["package"] / script, cwd / script)
-    ok = run([venv["python"], "test_complexity.py", "--submission_name", LABEL, "--submission_index", "1"],
-             cwd=cwd, env=venv["env"])
+    # the package's index 1, index 4 (over the limits) and index 3 (not there), in one process
+    ok, too_big, missing = run_scripts(venv["python"], [
+        ("test_complexity.py", ["--submission_name", LABEL, "--submission_index", index]) for index in "143"],
+        cwd=cwd, env=venv["env"])
+    assert ok.returncode == 0, ok.stderr[-3000:]
     assert "29,419,156" in ok.stdout and "122,296" in ok.stdout and "general" in ok.stdout
     complexity = json.loads((cwd / "predictions" / f"{LABEL}_1" / "complexity.json").read_text())
     assert set(complexity["models"]) == set(DEVICES) | {"general"}
     assert complexity["per_device"]["s4"]["model"] == "general" and complexity["within_limits"]
-    too_big = run([venv["python"], "test_complexity.py", "--submission_name", LABEL, "--submission_index", "4"],
-                  cwd=cwd, env=venv["env"], check=False)
     assert too_big.returncode == 1 and "exceeds the complexity limits" in too_big.stderr
-    missing = run([venv["python"], "test_complexity.py", "--submission_name", LABEL, "--submission_index", "3"],
-                  cwd=cwd, env=venv["env"], check=False)
     assert missing.returncode != 0 and "Could not import" in missing.stderr
 
     split = pd.read_csv(root / "demo_data" / "split_setup" / "test.csv", sep="\t")
@@ -293,17 +322,6 @@ def test_complexity_check_and_evaluation_scripts(exported, venv):
     for name, shape in (("confusion_submission.png", (850, 950)), ("accuracy_map_submission.png", (750, 1050))):
         assert imread(folder / name).shape[:2] == shape and name in evaluation.stdout
 
-    # without matplotlib the evaluation still runs and says in one line that the figures are skipped
-    no_matplotlib = ("import runpy, sys; sys.modules['matplotlib'] = None; sys.argv = sys.argv[1:]; "
-                     "runpy.run_path('evaluate_submission.py', run_name='__main__')")
-    plain = run([venv["python"], "-c", no_matplotlib, "evaluate_submission.py", "--submission_name", LABEL,
-                 "--submission_index", "1", "--dev_set_dir", root / "demo_data", "--eval_set_dir",
-                 root / "demo_data" / "eval", "--test_split_csv", cwd / "small_test.csv"], cwd=cwd, env=venv["env"])
-    assert [line for line in plain.stdout.splitlines() if "Figures skipped" in line] == [
-        "Figures skipped: matplotlib is not installed (pip install matplotlib to get them)."]
-    assert (cwd / "predictions" / f"{LABEL}_1" / "output.csv").is_file()
-    assert not list((cwd / "predictions" / f"{LABEL}_1").glob("*.png"))
-
 
 def test_installing_leaves_the_package_folder_as_exported(exported, venv):
     assert venv["package_after"] == venv["package_before"]
@@ -326,7 +344,9 @@ def test_package_pins_the_runtime_it_imports(exported, venv):
 
 def test_readme_package_checks_work_from_the_package_folder(exported, venv):
     """The README's check commands, run where it says: in the package folder, with its demo paths (the
-    fixture has the demo's layout: <root>/demo_data and <root>/submissions/<label>/)."""
+    fixture has the demo's layout: <root>/demo_data and <root>/submissions/<label>/). The run has no
+    matplotlib (one process for two checks, for the suite's time): the evaluation still runs and says in one
+    line that the figures are skipped; the figures themselves are checked above."""
     readme = (REPO / "docs" / "submission.md").read_text()
     assert "cd submissions/Lastname_INST_task1" in readme
     folder, flags = re.search(r"from its folder `submissions/(\w+)/`:\s+`(--dev_set_dir [^`]+)`", readme).groups()
@@ -334,9 +354,15 @@ def test_readme_package_checks_work_from_the_package_folder(exported, venv):
     package = exported["package"]
     before = tree_digests(package)
     try:
-        result = run([venv["python"], "evaluate_submission.py", "--submission_name", LABEL, "--submission_index", "1",
-                      *flags.split()], cwd=package, env=venv["env"])
+        no_matplotlib = ("import runpy, sys; sys.modules['matplotlib'] = None; sys.argv = sys.argv[1:]; "
+                         "runpy.run_path('evaluate_submission.py', run_name='__main__')")
+        result = run([venv["python"], "-c", no_matplotlib, "evaluate_submission.py", "--submission_name", LABEL,
+                      "--submission_index", "1", *flags.split()], cwd=package, env=venv["env"])
         assert "macro-average accuracy" in result.stdout and "test.csv" not in result.stdout
+        assert [line for line in result.stdout.splitlines() if "Figures skipped" in line] == [
+            "Figures skipped: matplotlib is not installed (pip install matplotlib to get them)."]
+        assert (package / "predictions" / f"{LABEL}_1" / "output.csv").is_file()
+        assert not list((package / "predictions" / f"{LABEL}_1").glob("*.png"))
     finally:  # what the checks write into the package folder goes, so that other tests see it as exported
         shutil.rmtree(package / "predictions", ignore_errors=True)
         shutil.rmtree(package / "__pycache__", ignore_errors=True)
