@@ -72,9 +72,11 @@ def run(cmd, cwd, env=None, check=True):
 
 
 # runs the package's scripts one after another in one interpreter, each as `python SCRIPT ARGS` would run it
-# (as __main__, with its own argv; its exit status, stdout and stderr kept apart), to save the start of a process
+# (as __main__, with its own argv; its exit status, stdout and stderr kept apart), to save the start of a
+# process; the modules named in the second argument cannot be imported (as if not installed)
 SCRIPTS = """
 import contextlib, io, json, runpy, sys, traceback
+sys.modules.update(dict.fromkeys(json.loads(sys.argv[2])))
 results = []
 for script, args in json.loads(sys.argv[1]):
     sys.argv, out, err, code = [script, *args], io.StringIO(), io.StringIO(), 0
@@ -93,10 +95,11 @@ print(json.dumps(results))
 """
 
 
-def run_scripts(python, calls, cwd, env):
-    """``[(script, [args])]`` run in one process of ``python``; a result per call, as ``subprocess.run`` gives."""
-    result = run([python, "-c", SCRIPTS, json.dumps([(script, [str(a) for a in args]) for script, args in calls])],
-                 cwd=cwd, env=env)
+def run_scripts(python, calls, cwd, env, without=()):
+    """``[(script, [args])]`` run in one process of ``python`` in which the modules ``without`` cannot be
+    imported; a result per call, as ``subprocess.run`` gives."""
+    result = run([python, "-c", SCRIPTS, json.dumps([(script, [str(a) for a in args]) for script, args in calls]),
+                  json.dumps(list(without))], cwd=cwd, env=env)
     return [subprocess.CompletedProcess(script, r["returncode"], r["stdout"], r["stderr"])
             for (script, _), r in zip(calls, json.loads(result.stdout.strip().splitlines()[-1]))]
 
@@ -354,10 +357,10 @@ def test_readme_package_checks_work_from_the_package_folder(exported, venv):
     package = exported["package"]
     before = tree_digests(package)
     try:
-        no_matplotlib = ("import runpy, sys; sys.modules['matplotlib'] = None; sys.argv = sys.argv[1:]; "
-                         "runpy.run_path('evaluate_submission.py', run_name='__main__')")
-        result = run([venv["python"], "-c", no_matplotlib, "evaluate_submission.py", "--submission_name", LABEL,
-                      "--submission_index", "1", *flags.split()], cwd=package, env=venv["env"])
+        check = ["--submission_name", LABEL, "--submission_index", "1", *flags.split()]
+        [result] = run_scripts(venv["python"], [("evaluate_submission.py", check)], cwd=package, env=venv["env"],
+                               without=["matplotlib"])
+        assert result.returncode == 0, result.stderr[-3000:]
         assert "macro-average accuracy" in result.stdout and "test.csv" not in result.stdout
         assert [line for line in result.stdout.splitlines() if "Figures skipped" in line] == [
             "Figures skipped: matplotlib is not installed (pip install matplotlib to get them)."]
