@@ -7,7 +7,7 @@
 (c) training clips/s through the organisers' path: decode every file each epoch, resample in the step;
 (d) evaluation clips/s of the grouped device container on a batch mixing all nine devices, computed
     as evaluation computes it (models/inference.py: on a CPU a copy of each network made for speed, in
-    the arithmetic chosen for this machine); (d') the same in the other arithmetic; (d'') the networks
+    32 bits on a CPU, half precision on a GPU); (d') the same in the other arithmetic; (d'') the networks
     themselves in the chosen dtype, whole groups at once (how evaluation computed before those copies);
 (e) the same batch one clip at a time in half precision, as the organisers' container does;
 (f) seconds to test the whole demo test split (both systems' final test uses this path).
@@ -191,7 +191,7 @@ def evaluation_throughput(device, input_shape):
     system = MultiDeviceModel(Network(), dcase25.TRAIN_DEVICES).to(device).eval().half()
     devices = [dcase25.DEVICES[i % 9] for i in range(256)]
     features = torch.randn(len(devices), *input_shape[1:], device=device).half()
-    half = inference.half_is_faster(system.base_model, input_shape)
+    half = device.type != "cpu"  # what evaluation computes in (models/inference.py)
     rates = {"chosen": grouped_rate(system, features, devices, inference.infer, device),
              "other": grouped_rate(system, features, devices, with_forms(forms(system, not half, device)), device)}
     dtype = torch.float16 if half else torch.float32
@@ -223,7 +223,7 @@ def agreement(args, dataset_dir, cache, device):
     # the run's front end, from the cache's rate (no augmentation is used: DIR's responses are not read)
     module = SceneClassifier({**config, "dir_p": 0.0}, model=system, input_sample_rate=args.sample_rate)
     frontend = module.frontend.to(device)
-    half = inference.half_is_faster(system.base_model, frontend.input_shape())
+    half = device.type != "cpu"  # what evaluation computes in (models/inference.py)
     ways = {"chosen": inference.infer, "other": with_forms(forms(system, not half, device))}
     same, widest = dict.fromkeys(ways, 0), dict.fromkeys(ways, 0.0)
     for start in range(0, len(rows), 256):
@@ -324,8 +324,8 @@ def main():
     print(f"| (c) training, organisers' path (decode + resample every epoch) | {c:.1f} clips/s |")
     chosen, other = arithmetic_names(half)
     made = "copies made for speed, " if device.type == "cpu" else ""
-    print(f"| (d) evaluation, grouped container, 9 devices mixed, {made}in {chosen} (chosen here) | {d:.1f} clips/s |")
-    print(f"| (d') the same in {other} (not chosen) | {rates['other']:.1f} clips/s |")
+    print(f"| (d) evaluation, grouped container, 9 devices mixed, {made}in {chosen} | {d:.1f} clips/s |")
+    print(f"| (d') the same in {other} | {rates['other']:.1f} clips/s |")
     print(f"| (d'') the same, the networks themselves in {chosen}, whole groups | {rates['plain']:.1f} clips/s |")
     print(f"| (e) evaluation, one clip at a time in half precision | {e:.1f} clips/s |")
     print(f"| (f) final test of the demo test split ({n_test} clips) | {f:.1f} s ({n_test / f:.0f} clips/s) |")

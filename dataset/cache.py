@@ -105,8 +105,10 @@ class AudioCache:
         array = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=STORAGE_DTYPE,
                                           shape=(len(files), params["n_samples"]))
         seconds = params["n_samples"] / params["sample_rate"]
+        # a generator of its own: iterating a DataLoader draws from the global random state otherwise, and a
+        # seeded run that builds the cache would then train unlike one that finds it
         loader = DataLoader(_DecodeAndResample(dataset_dir, files, params["sample_rate"], seconds),
-                            batch_size=None, num_workers=num_workers)
+                            batch_size=None, num_workers=num_workers, generator=torch.Generator())
         fitted = 0
         try:
             for index, samples, changed in tqdm(loader, total=len(files), unit="clip",

@@ -3,15 +3,14 @@ the rules count (16-bit parameters, or int8 convolution weights for an 8-bit net
 computes it; the final test, ``--evaluate`` and the exported package use both.
 
 A GPU computes the network itself in half precision. On a CPU a copy made for speed computes it:
-channels-last memory, ``CPU_BATCH`` clips at a time, ReLUs in place, and the faster of two
-arithmetics on the stored values, measured once per process: 32 bits with batch norm folded into the
-convolution before it, or half precision (chosen only when ``HALF_MARGIN`` times faster). The ways
-differ only in rounding. Measurements and the reasons: docs/speed.md.
+channels-last memory, ``CPU_BATCH`` clips at a time, ReLUs in place, in 32 bits on the stored values
+with batch norm folded into the convolution before it. The arithmetic is fixed, not chosen by timing,
+so that a seeded run gives the same figures every time on one machine. The ways differ only in
+rounding. Measurements and the reasons: docs/speed.md.
 """
 import copy
 import itertools
 import operator
-import time
 import warnings
 import weakref
 
@@ -19,18 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.quantization import compute_dtype, is_int8, is_qat, quantize_to_int8
+from models.quantization import compute_dtype, is_qat, quantize_to_int8
 
 with warnings.catch_warnings():  # the module's TorchScript helpers warn that TorchScript is deprecated; fuse is fx
     warnings.simplefilter("ignore", DeprecationWarning)
     from torch.fx.experimental.optimization import fuse
 
 CPU_BATCH = 32  # clips per forward pass on a CPU (256 at once were 2-3x slower per clip)
-HALF_MARGIN = 1.25  # on a CPU, half precision must be at least this much faster to be chosen
-MEASURED_CLIPS = 8  # clips per timed forward pass when choosing
-LONG_PASS_SECONDS = 1.0  # a forward pass this long is timed once (PaSST on a CPU: seconds, CP-Mobile: ms)
-_decisions = {}  # (network shape, input shape, threads) -> whether half precision is faster on this CPU
-_forms = weakref.WeakKeyDictionary()  # network -> (the values it was made from, half?, the copy computing it)
+_forms = weakref.WeakKeyDictionary()  # network -> (the values it was made from, the copy computing it)
 
 
 def store_for_submission(model: nn.Module) -> nn.Module:
@@ -81,45 +76,6 @@ def cpu_form(network: nn.Module, half: bool) -> nn.Module:
     return relu_in_place(graph).to(memory_format=torch.channels_last)
 
 
-def _seconds(model: nn.Module, x: torch.Tensor, repeats: int = 2) -> float:
-    """The best of ``repeats`` timed forward passes after a first one; a first pass of at least
-    ``LONG_PASS_SECONDS`` (a network far beyond the submission limits, a teacher) is the measurement
-    itself, as its one-time costs are then a small part of it."""
-    def timed_pass() -> float:
-        start = time.perf_counter()
-        model(x)
-        return time.perf_counter() - start
-
-    with torch.no_grad():
-        first = timed_pass()
-        if first >= LONG_PASS_SECONDS:
-            return first
-        return min(timed_pass() for _ in range(repeats))
-
-
-def half_is_faster(network: nn.Module, input_shape) -> bool:
-    """Whether ``network`` (one network, not a device container) computes in half precision on the
-    device its parameters are on, for inputs ``[B, *input_shape[1:]]``: always on a GPU; never for an
-    8-bit network on a CPU; otherwise when its half-precision form is measured at least
-    ``HALF_MARGIN`` times faster than its 32-bit form, on ``MEASURED_CLIPS`` clips (so that choosing
-    takes a fraction of a second for a submission's network, one pass per form for a teacher). Half
-    precision is first timed on one clip: when that alone is not ``HALF_MARGIN`` times faster than the
-    32-bit form on all of them, it cannot win, and its long pass is skipped (a teacher's, on most CPUs)."""
-    if next(network.parameters()).device.type != "cpu":
-        return True
-    if is_int8(network):
-        return False
-    key = (type(network).__qualname__, tuple((name, tuple(p.shape)) for name, p in network.named_parameters()),
-           tuple(input_shape[1:]), torch.get_num_threads())
-    if key not in _decisions:
-        x = torch.randn(MEASURED_CLIPS, *input_shape[1:]).half().contiguous(memory_format=torch.channels_last)
-        float_seconds = _seconds(cpu_form(network, half=False), x.float())
-        half_form = cpu_form(network, half=True)
-        _decisions[key] = (_seconds(half_form, x[:1]) * HALF_MARGIN < float_seconds
-                           and _seconds(half_form, x) * HALF_MARGIN < float_seconds)
-    return _decisions[key]
-
-
 def _stored_values(network: nn.Module) -> list:
     return [t.detach() for t in itertools.chain(network.parameters(), network.buffers())]
 
@@ -131,17 +87,16 @@ def _unchanged(kept: list, network: nn.Module) -> bool:
                                          for a, b in zip(kept, now))
 
 
-def inference_form(network: nn.Module, input_shape) -> nn.Module:
+def inference_form(network: nn.Module) -> nn.Module:
     """What computes ``network`` on its device (see the module docstring): on a GPU the network itself;
-    on a CPU its copy in the chosen arithmetic, made once and remade when the stored values change."""
+    on a CPU its 32-bit copy, made once and remade when the stored values change."""
     if next(network.parameters()).device.type != "cpu":
         return network
-    half = half_is_faster(network, input_shape)
     known = _forms.get(network)
-    if known is None or known[1] != half or not _unchanged(known[0], network):
+    if known is None or not _unchanged(known[0], network):
         kept = [t.clone() for t in _stored_values(network)]
-        known = _forms[network] = (kept, half, cpu_form(network, half))
-    return known[2]
+        known = _forms[network] = (kept, cpu_form(network, half=False))
+    return known[1]
 
 
 @torch.no_grad()
@@ -158,5 +113,5 @@ def run_form(form: nn.Module, features: torch.Tensor) -> torch.Tensor:
 
 def infer(network: nn.Module, features: torch.Tensor) -> torch.Tensor:
     """Float32 logits ``[B, n_classes]`` of ``network`` (one network, 16-bit parameters as stored, in
-    eval mode) for 16-bit features ``[B, ...]``, computed the fastest way of this machine."""
-    return run_form(inference_form(network, features.shape), features)
+    eval mode) for 16-bit features ``[B, ...]``, computed as the module docstring says."""
+    return run_form(inference_form(network), features)

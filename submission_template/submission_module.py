@@ -4,10 +4,10 @@ A general model plus one fine-tuned copy per training device (the network named 
 settings); each clip goes through its device's model, every other device id (s4, s5, s6,
 "unknown", ...) through the general model.
 Parameters are stored as 16-bit floats, the inputs are 16-bit log-mel features. On a GPU the models
-run in half precision; on a CPU a copy of each computes it in whichever arithmetic is faster there,
-measured once: half precision, or 32 bits on the same 16-bit values (models/inference.py). An 8-bit
-system (``"quantize": "int8"`` in its settings) stores its convolution weights as int8 parameters,
-with 16-bit per-channel scales and biases, and computes in 32 bits (models/quantization.py).
+run in half precision; on a CPU a copy of each computes it in 32 bits on the same 16-bit values
+(models/inference.py). An 8-bit system (``"quantize": "int8"`` in its settings) stores its
+convolution weights as int8 parameters, with 16-bit per-channel scales and biases, and computes in
+32 bits (models/quantization.py).
 
 Written by ``export_submission.py`` of the DCASE 2025 Task 1 reference training system.
 """

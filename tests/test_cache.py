@@ -50,6 +50,16 @@ def test_cached_samples_are_the_resampled_wav_rounded_to_16_bit(tmp_path, demo, 
     assert ((power_wav - power_cache).abs() / (power_wav + 1e-3)).max() < 0.01
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_building_the_cache_leaves_the_global_random_state_alone(tmp_path, demo, rows, num_workers):
+    """A seeded run that builds the cache trains like one that finds it built."""
+    torch.manual_seed(0)
+    AudioCache.open_or_build(tmp_path, demo, list(rows["filename"][:4]), 32000, num_workers=num_workers)
+    after_building = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after_building, torch.rand(3))
+
+
 def test_cache_is_reused_and_serves_subsets(tmp_path, demo, rows, monkeypatch):
     first = build(tmp_path, demo, rows["filename"])
     monkeypatch.setattr(AudioCache, "_build", classmethod(lambda *a, **k: pytest.fail("rebuilt a valid cache")))

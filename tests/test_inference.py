@@ -15,18 +15,6 @@ from models.quantization import compute_dtype, prepare_qat, quantize_to_int8
 INPUT_SHAPE = (1, 1, 256, 65)
 
 
-@pytest.fixture(autouse=True)
-def fresh_decisions(monkeypatch):
-    monkeypatch.setattr(inference, "_decisions", {})
-
-
-def timed(half_seconds, float_seconds, calls):
-    def seconds(model, x, repeats=2):
-        calls.append((x.dtype, x.shape[0]))
-        return half_seconds if x.dtype == torch.float16 else float_seconds
-    return seconds
-
-
 def stored_network(cls=Network, seed=0):
     """A network as it is tested and submitted: eval mode, 16-bit parameters, trained-looking batch norm."""
     torch.manual_seed(seed)
@@ -44,24 +32,6 @@ def plain_32_bit(network, features):
     """The reference: the network itself in 32 bits on the stored values, all clips at once."""
     with torch.no_grad():
         return copy.deepcopy(network).float()(features.float())
-
-
-@pytest.mark.parametrize("half_seconds, float_seconds, expected", [
-    (1.0, 2.0, True),  # half precision twice as fast: chosen
-    (1.0, 1.2, False),  # only 1.2x faster: below the margin, 32 bits stay
-    (3.0, 1.0, False),  # half precision slower (as on the AMD EPYC of docs/speed.md)
-])
-def test_half_precision_only_where_clearly_faster(monkeypatch, half_seconds, float_seconds, expected):
-    calls = []
-    monkeypatch.setattr(inference, "_seconds", timed(half_seconds, float_seconds, calls))
-    network = stored_network()
-    assert inference.half_is_faster(network, INPUT_SHAPE) is expected
-    assert inference.half_is_faster(network, INPUT_SHAPE) is expected
-    # measured once, then remembered; half precision on all clips only when one clip did not rule it out
-    n = inference.MEASURED_CLIPS
-    one_clip = [(torch.float32, n), (torch.float16, 1)]
-    assert calls == (one_clip + [(torch.float16, n)] if half_seconds * inference.HALF_MARGIN < float_seconds
-                     else one_clip)
 
 
 def test_the_cpu_forms_fold_batch_norm_in_32_bits_only_and_use_channels_last():
@@ -82,12 +52,11 @@ def test_the_cpu_forms_fold_batch_norm_in_32_bits_only_and_use_channels_last():
 
 @pytest.mark.parametrize("cls", [Network, CPResNet])
 @pytest.mark.parametrize("half", [False, True])
-def test_both_forms_compute_the_network_on_its_stored_values(monkeypatch, cls, half):
-    monkeypatch.setattr(inference, "_seconds", timed(1.0, 3.0 if half else 1.0, []))
+def test_both_forms_compute_the_network_on_its_stored_values(cls, half):
     network = stored_network(cls)
     torch.manual_seed(1)
     features = torch.randn(2 * inference.CPU_BATCH + 5, *INPUT_SHAPE[1:]).half()  # three chunks
-    logits = inference.infer(network, features)
+    logits = inference.run_form(inference.cpu_form(network, half), features)
     reference = plain_32_bit(network, features)
     assert logits.dtype == torch.float32 and logits.shape == reference.shape
     if half:  # 16-bit rounding of every activation
@@ -99,33 +68,29 @@ def test_both_forms_compute_the_network_on_its_stored_values(monkeypatch, cls, h
     assert ((top2[:, 0] - top2[:, 1])[differ] < 0.02 * reference.abs().max()).all()  # only at near ties
 
 
-def test_the_copy_is_made_once_and_remade_when_the_stored_values_change(monkeypatch):
-    monkeypatch.setattr(inference, "_seconds", timed(3.0, 1.0, []))
+def test_the_copy_is_made_once_and_remade_when_the_stored_values_change():
     network = stored_network()
     features = torch.randn(4, *INPUT_SHAPE[1:]).half()
-    form = inference.inference_form(network, features.shape)
-    assert inference.inference_form(network, features.shape) is form
+    form = inference.inference_form(network)
+    assert inference.inference_form(network) is form
     first = inference.infer(network, features)
     # new weights loaded into the same network (as --resume or a new phase would): a new copy computes them
     other = stored_network(seed=5)
     network.load_state_dict(other.state_dict())
-    assert inference.inference_form(network, features.shape) is not form
+    assert inference.inference_form(network) is not form
     assert torch.allclose(inference.infer(network, features), plain_32_bit(other, features), atol=1e-4)
     assert not torch.allclose(inference.infer(network, features), first, atol=1e-3)
 
 
-def test_int8_networks_compute_in_32_bits_without_a_measurement(monkeypatch):
-    monkeypatch.setattr(inference, "_seconds", lambda *a, **k: pytest.fail("measured"))
+def test_int8_networks_compute_in_32_bits():
     torch.manual_seed(0)
     network = store_for_submission(quantize_to_int8(prepare_qat(Network()).eval()))
-    assert inference.half_is_faster(network, INPUT_SHAPE) is False
     features = torch.randn(3, *INPUT_SHAPE[1:]).half()
-    assert compute_dtype(inference.inference_form(network, features.shape)) == torch.float32
+    assert compute_dtype(inference.inference_form(network)) == torch.float32
     assert torch.allclose(inference.infer(network, features), plain_32_bit(network, features), atol=1e-4)
 
 
-def test_the_container_computes_each_device_through_infer(monkeypatch):
-    monkeypatch.setattr(inference, "_seconds", timed(3.0, 1.0, []))
+def test_the_container_computes_each_device_through_infer():
     torch.manual_seed(0)
     system = MultiDeviceModel(Network(), ["a", "b"]).eval()
     for parameter in system.device_models["b"].parameters():
@@ -140,8 +105,7 @@ def test_the_container_computes_each_device_through_infer(monkeypatch):
     assert not torch.allclose(logits[0], logits[1], atol=1e-3)  # b has a model of its own
 
 
-def test_relu_overwrites_only_a_tensor_nothing_else_reads(monkeypatch):
-    monkeypatch.setattr(inference, "_seconds", timed(3.0, 1.0, []))  # 32 bits: compared with plain 32 bits
+def test_relu_overwrites_only_a_tensor_nothing_else_reads():
     class Reuses(nn.Module):
         def __init__(self):
             super().__init__()
@@ -166,8 +130,7 @@ def test_relu_overwrites_only_a_tensor_nothing_else_reads(monkeypatch):
         assert any(n.target is torch.relu_ for n in form.graph.nodes)
 
 
-def test_a_network_that_fx_cannot_trace_is_computed_unfolded(monkeypatch):
-    monkeypatch.setattr(inference, "_seconds", timed(3.0, 1.0, []))  # 32 bits: compared with plain 32 bits
+def test_a_network_that_fx_cannot_trace_is_computed_unfolded():
     class DataDependent(nn.Module):
         def __init__(self):
             super().__init__()
@@ -184,21 +147,13 @@ def test_a_network_that_fx_cannot_trace_is_computed_unfolded(monkeypatch):
     assert torch.allclose(inference.infer(network, features), plain_32_bit(network, features), atol=1e-5)
 
 
-def test_the_real_measurement_decides_and_is_remembered():
+def test_a_cpu_always_computes_the_folded_32_bit_copy():
+    """No timing decides the arithmetic: the same figures in every process on one machine (a choice by
+    timing flipped between runs on a CPU where both arithmetics are about as fast)."""
     network = stored_network()
-    decision = inference.half_is_faster(network, INPUT_SHAPE)
-    assert isinstance(decision, bool) and len(inference._decisions) == 1
-    assert inference.half_is_faster(network, INPUT_SHAPE) is decision
-
-
-@pytest.mark.parametrize("pass_seconds, passes", [(0.0, 3), (inference.LONG_PASS_SECONDS, 1)])
-def test_a_long_forward_pass_is_timed_once(monkeypatch, pass_seconds, passes):
-    """Choosing the arithmetic of a teacher (PaSST: seconds per pass on a CPU) costs one pass per form."""
-    clock = iter(range(100))
-    calls = []
-    monkeypatch.setattr(inference.time, "perf_counter", lambda: next(clock) * pass_seconds)
-
-    def model(x):
-        calls.append(x)
-    assert inference._seconds(model, torch.zeros(1)) == pass_seconds
-    assert len(calls) == passes
+    features = torch.randn(5, *INPUT_SHAPE[1:]).half()
+    form = inference.inference_form(network)
+    assert compute_dtype(form) == torch.float32
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in form.modules())
+    assert torch.equal(inference.infer(network, features),
+                       inference.run_form(inference.cpu_form(network, half=False), features))

@@ -119,12 +119,12 @@ def test_stage2_resumes_at_the_device_it_was_on(workdir, monkeypatch, capsys):
 
 
 def test_two_seeded_runs_give_identical_test_metrics(workdir):
-    """Each in a process of its own (a process that has trained before may have chosen the inference
-    arithmetic for this network already, models/inference.py)."""
+    """Each in a process of its own, as a user runs them (with DataLoader workers); the first builds the
+    audio cache, the second finds it."""
     results = []
     for project in ("SeedA", "SeedB"):
         out = run("train_base.py", [*SMALL, "--project_name", project, "--seed", "7", "--n_epochs", "2",
-                                    "--num_workers", "2"], workdir).stdout
+                                    "--num_workers", "2", "--cache_dir", "seed_cache"], workdir).stdout
         run_id = re.search(r"Run id: (\w+)", out).group(1)
         results.append(json.loads((workdir / project / run_id / "results.json").read_text())["results"])
     assert results[0] == results[1]
