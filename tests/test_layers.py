@@ -148,6 +148,14 @@ def test_every_module_is_in_a_layer():
         layer_of(module)  # raises for a module outside every layer
 
 
+def test_the_readme_layout_names_every_module():
+    """README's layout has a line for each module (packages' ``__init__`` files aside)."""
+    readme = (REPO / "README.md").read_text()
+    unnamed = [str(path.relative_to(REPO)) for path in project_modules().values()
+               if path.name != "__init__.py" and f"`{path.relative_to(REPO)}`" not in readme]
+    assert not unnamed, f"README.md's layout lacks {unnamed}"
+
+
 def test_the_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     """A model importing helpers/, dataset/ importing models/, an upward import and a cycle are each found."""
     for package in PACKAGES:
