@@ -63,9 +63,12 @@ def seeded_losses(dataset_dir, setting: str, cache_dir) -> list:
     """The training loss of every step of a seeded two-epoch run with ``SETTINGS[setting]``."""
     flags = [flag.format(cache=cache_dir) for flag in SETTINGS[setting]]
     args = parse_args(build_parser("base", ""), [*TINY, *flags])
-    L.seed_everything(args.seed, workers=True, verbose=False)
     rows = training_rows(dataset_dir, Path(dataset_dir) / "split_setup")
-    loader = make_loader(dataset_dir, rows, args, train=True, cache=open_cache(args, dataset_dir, rows))
+    # the cache (if any) is built before seeding, as a run finds it: building drew from the global random
+    # state before commit 85683c3, so the losses of the run that built it differed from those that found it
+    cache = open_cache(args, dataset_dir, rows)
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    loader = make_loader(dataset_dir, rows, args, train=True, cache=cache)
     module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args))
     recorder = LossRecorder()
     trainer = L.Trainer(max_epochs=args.n_epochs, accelerator="cpu", devices=1, logger=False,
