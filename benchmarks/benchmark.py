@@ -41,6 +41,7 @@ from helpers.setup.checkpoints import hyper_parameters  # noqa: E402
 from helpers.setup.data import available_cpus, loader_workers, make_loader, open_cache  # noqa: E402
 from helpers.setup.flags import build_parser, parse_args  # noqa: E402
 from helpers.setup.model_loader import load_device_system  # noqa: E402
+from helpers.training.losses import label_loss  # noqa: E402
 from helpers.training.module import SceneClassifier  # noqa: E402
 from models import inference  # noqa: E402
 from models.cp_mobile import Network  # noqa: E402
@@ -60,6 +61,7 @@ class InMemoryLoop:
 
     def __init__(self, args, waveforms, labels, device):
         self.module = SceneClassifier(vars(args), input_sample_rate=args.sample_rate).to(device).train()
+        self.module.on_fit_start()  # as Trainer.fit does: the memory format the training runs in
         self.optimizer = torch.optim.AdamW(self.module.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         self.waveforms, self.labels, self.device, self.batch_size = waveforms, labels, device, args.batch_size
         self.parts = dict.fromkeys(self.PARTS, 0.0)  # seconds of each part, summed over the steps
@@ -74,7 +76,7 @@ class InMemoryLoop:
         features, mix = self.module.augment(x, ["a"] * batch_size, self.module.frontend)
         synchronize(device) if profile else None
         marks.append(time.perf_counter())
-        loss = mix.cross_entropy(self.module.model(features), y)
+        loss = label_loss(self.module.model(features), y, mix)
         synchronize(device) if profile else None
         marks.append(time.perf_counter())
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""Learning-rate schedule, the scene/device metric, wandb mode resolution and the command line."""
+"""Learning-rate schedule, the scene/device metric, wandb mode resolution, the command line, and the training
+step's memory format (with the benchmark's copy of the step)."""
 import math
 
 import pytest
@@ -305,3 +306,50 @@ def test_no_demo_leaves_defaults():
     args = parse_args(build_parser("base", ""), ["--n_epochs", "3"])
     assert args.n_epochs == 3 and args.batch_size == 256 and args.dataset_dir is None
     assert args.split_dir == "split_setup"
+
+
+# ------------------------------------------------------------------ the training step's memory format and its benchmark
+
+def test_training_on_a_cpu_runs_channels_last_and_the_checkpoint_is_unchanged(tmp_path):
+    import lightning as L
+
+    from helpers.training.module import SceneClassifier
+    torch.manual_seed(0)
+    args = parse_args(build_parser("base", ""), ["--demo", "--base_channels", "8", "--channels_multiplier", "1"])
+    module = SceneClassifier(vars(args), input_sample_rate=32000)
+    waveforms, labels = torch.randn(8, 32000), torch.randint(0, len(CLASSES), (8,))
+    batch = (waveforms, labels, ["a"] * 8, [f"{i}.wav" for i in range(8)])
+    batches = torch.utils.data.DataLoader([0], batch_size=1, collate_fn=lambda _: batch)
+    trainer = L.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, batches)
+    convolutions = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convolutions and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convolutions)
+    assert any(not c.weight.is_contiguous() for c in convolutions if c.kernel_size != (1, 1))  # not just 1x1
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    state = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
+    fresh = SceneClassifier(vars(args), input_sample_rate=32000)
+    fresh.load_state_dict(state)
+    module.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(module(waveforms), fresh(waveforms), atol=1e-5)
+
+
+def test_the_benchmarks_training_step_trains(tmp_path):
+    from pathlib import Path
+
+    from test_usability import load_file
+    benchmark = load_file(Path(__file__).resolve().parents[1] / "benchmarks" / "benchmark.py", "benchmark")
+    torch.manual_seed(0)
+    args = parse_args(build_parser("base", ""), ["--demo", "--base_channels", "8", "--channels_multiplier", "1",
+                                                 "--batch_size", "4"])
+    labels = torch.randint(0, len(CLASSES), (8,))
+    loop = benchmark.InMemoryLoop(args, torch.randn(8, 32000), labels, torch.device("cpu"))
+    before = [p.detach().clone() for p in loop.module.model.parameters()]
+    seconds = [loop.step(profile=True) for _ in range(2)]
+    assert all(s > 0 for s in seconds)
+    assert all(loop.parts[name] > 0 for name in loop.PARTS)
+    assert sum(seconds) == pytest.approx(sum(loop.parts.values()), rel=1e-6)
+    assert any(not torch.equal(a, p) for a, p in zip(before, loop.module.model.parameters()))
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)  # the layout Trainer.fit trains in
+               for m in loop.module.model.modules() if isinstance(m, torch.nn.Conv2d))
