@@ -335,7 +335,7 @@ def test_training_on_a_cpu_runs_channels_last_and_the_checkpoint_is_unchanged(tm
         assert torch.allclose(module(waveforms), fresh(waveforms), atol=1e-5)
 
 
-def test_the_benchmarks_training_step_trains(tmp_path):
+def test_the_benchmarks_training_step_trains():
     from pathlib import Path
 
     from test_usability import load_file
