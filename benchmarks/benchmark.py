@@ -61,7 +61,7 @@ class InMemoryLoop:
 
     def __init__(self, args, waveforms, labels, device):
         self.module = SceneClassifier(vars(args), input_sample_rate=args.sample_rate).to(device).train()
-        self.module.on_fit_start()  # as Trainer.fit does: the memory format the training runs in
+        self.module.prepare_to_fit(device)  # as Trainer.fit does: the memory format the training runs in
         self.optimizer = torch.optim.AdamW(self.module.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         self.waveforms, self.labels, self.device, self.batch_size = waveforms, labels, device, args.batch_size
         self.parts = dict.fromkeys(self.PARTS, 0.0)  # seconds of each part, summed over the steps

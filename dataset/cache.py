@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dataset.audio import ClipReader
+from dataset.locking import exclusive, replace_atomically
 
 CACHE_FORMAT = 1
 STORAGE_DTYPE = np.float16  # halves the size; features change only within 16-bit rounding
@@ -87,14 +88,16 @@ class AudioCache:
         params = {"format": CACHE_FORMAT, "sample_rate": int(sample_rate),
                   "n_samples": int(round(seconds * sample_rate)), "resampler": resampler_signature()}
         signatures = {name: file_signature(dataset_dir / name) for name in files}
-        for manifest_path in sorted(cache_dir.glob("*.json")):
-            manifest = json.loads(manifest_path.read_text())
-            if manifest.get("params") != params or not manifest_path.with_suffix(".npy").is_file():
-                continue
-            held = dict(zip(manifest["files"], manifest["signatures"]))
-            if all(held.get(name) == sig for name, sig in signatures.items()):
-                return cls(manifest_path.with_suffix(".npy"), {**manifest, **params})
-        return cls._build(cache_dir, dataset_dir, list(files), signatures, params, num_workers)
+        # one process builds, the others (of a distributed run) wait and then find what it built
+        with exclusive(cache_dir / ".lock"):
+            for manifest_path in sorted(cache_dir.glob("*.json")):
+                manifest = json.loads(manifest_path.read_text())
+                if manifest.get("params") != params or not manifest_path.with_suffix(".npy").is_file():
+                    continue
+                held = dict(zip(manifest["files"], manifest["signatures"]))
+                if all(held.get(name) == sig for name, sig in signatures.items()):
+                    return cls(manifest_path.with_suffix(".npy"), {**manifest, **params})
+            return cls._build(cache_dir, dataset_dir, list(files), signatures, params, num_workers)
 
     @classmethod
     def _build(cls, cache_dir, dataset_dir, files, signatures, params, num_workers):
@@ -123,5 +126,5 @@ class AudioCache:
         if fitted:
             print(f"{fitted} of {len(files)} clips were not {params['n_samples']} samples long and were padded or cut.")
         manifest = {"params": params, "files": files, "signatures": [signatures[f] for f in files]}
-        manifest_path.write_text(json.dumps(manifest))  # written last: a cache without it is never used
+        replace_atomically(manifest_path, json.dumps(manifest))  # written last: a cache without it is never used
         return cls(array_path, {**manifest, **params})

@@ -6,11 +6,19 @@ import torchaudio
 from torch import nn
 
 
+def full_precision(tensor: torch.Tensor):
+    """A context in which autocast is off on ``tensor``'s device: what runs in it computes in the dtype of
+    its inputs (the front ends pass float32)."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 class LogMelFrontEnd(nn.Module):
     """Waveform ``[B, 1, samples]`` at ``orig_sample_rate`` -> log-mel ``[B, 1, n_mels, frames]``.
 
-    It runs inside the LightningModule so that resampling and the STFT use the accelerator. Every front
-    end has two halves: ``spectrogram`` (here the mel power) and ``finish`` (here the log); in training
+    It runs inside the LightningModule so that resampling and the STFT use the accelerator. It computes in
+    float32 whatever the precision of the run (``full_precision``): under 16-bit autocast loud clips
+    overflow the mel power, and training and test features would differ. Every front end has two
+    halves: ``spectrogram`` (here the mel power) and ``finish`` (here the log); in training
     ``TrainingAugmentation`` masks the spectrogram in between, as the organisers mask the mel power.
     """
 
@@ -42,12 +50,14 @@ class LogMelFrontEnd(nn.Module):
         return self.finish(self.spectrogram(waveform))
 
     def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
-        """The mel power, in which training masks (before the log)."""
+        """The mel power (float32), in which training masks (before the log)."""
         if waveform.dim() == 2:  # [B, samples] -> [B, 1, samples]
             waveform = waveform.unsqueeze(1)
-        return self.mel(self.resample(waveform))
+        with full_precision(waveform):
+            return self.mel(self.resample(waveform.float()))
 
     @staticmethod
     def finish(mel: torch.Tensor) -> torch.Tensor:
-        """The log of the mel power."""
-        return (mel + 1e-5).log()
+        """The log of the mel power (float32)."""
+        with full_precision(mel):
+            return (mel.float() + 1e-5).log()

@@ -22,6 +22,7 @@ import torch
 import torchaudio
 from torch import nn
 
+from models.frontend import full_precision
 from models.registry import NetworkError, flag, register_network
 
 ARCHITECTURE = "passt_s_swa_p16_128_ap476"
@@ -61,7 +62,7 @@ class PaSSTFrontEnd(nn.Module):
     """Waveform ``[B, 1, samples]`` at ``orig_sample_rate`` -> the package's log-mel ``[B, 1, 128, frames]``
     (32 kHz, window 800, hop 320, n_fft 1024, pre-emphasis, ``(log(mel + 1e-5) + 4.5) / 5``); in training
     the package varies the highest mel frequency, as its teachers were trained. Masking acts on these
-    features (``spectrogram``); ``finish`` has nothing left to do."""
+    features (``spectrogram``); ``finish`` has nothing left to do. Computes in float32 under any autocast."""
 
     def __init__(self, orig_sample_rate: int = 44100):
         super().__init__()
@@ -76,8 +77,8 @@ class PaSSTFrontEnd(nn.Module):
     def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.dim() == 3:  # [B, 1, samples] -> [B, samples]
             waveform = waveform[:, 0]
-        with _quiet():
-            return self.mel(self.resample(waveform)).unsqueeze(1)
+        with _quiet(), full_precision(waveform):  # float32 under any autocast, as LogMelFrontEnd
+            return self.mel(self.resample(waveform.float())).unsqueeze(1)
 
     @staticmethod
     def finish(spectrogram: torch.Tensor) -> torch.Tensor:

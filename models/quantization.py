@@ -13,6 +13,11 @@ here: a per-channel symmetric quantiser gives the same integer codes for ``w`` a
 (any per-channel factor ``c``), so quantising the unfolded weight and folding at conversion is
 exact. For the last epochs ``set_qat_frozen`` freezes the observers (fixed scales) and the batch-norm
 statistics (running statistics used), so those epochs train exactly the arithmetic of the int8 model.
+The quantiser (``WeightFakeQuantize``) keeps torch.ao's arithmetic and state dict but holds its observer
+state as a Python flag beside the buffer, so that a training step never reads a value back from the GPU
+(torch.ao's ``FakeQuantize`` tests its state tensors and checks the observed range on the host). torch.ao's
+fused observer (``FusedMovingAvgObsFakeQuantize``) does not fit: it chooses other scales (range -128..127,
+an asymmetric range for one-signed channels), which the int8 codes here cannot hold.
 
 Submission (``quantize_to_int8``): each fake-quantised convolution and the batch norm after it
 become ``Int8Conv2d`` (the integer codes as an int8 ``weight`` parameter) and ``ChannelAffine``
@@ -41,7 +46,34 @@ from torch.ao.quantization import (
 QUANTIZE_CHOICES = ("int8",)
 INT8_MAX = 127  # symmetric codes -127..127: a sign flip of a channel keeps its codes (no lone -128)
 
-WEIGHT_FAKE_QUANT = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
+class WeightFakeQuantize(FakeQuantize):
+    """torch.ao's per-channel symmetric ``FakeQuantize`` (same observer, scales, codes and state dict) with
+    the observer's on/off state also held in ``observing``, set by ``set_qat_frozen`` and on loading; fake
+    quantisation is always on. Nothing in ``forward`` waits for the device."""
+
+    observing = True
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        observer = self.activation_post_process
+        if self.observing:
+            observer(weight.detach())
+            # the scale torch.ao's observer computes for a symmetric range, without its host-side range check
+            magnitude = torch.max(-observer.min_val.clamp(max=0), observer.max_val.clamp(min=0))
+            scale = torch.max(magnitude / (float(observer.quant_max - observer.quant_min) / 2), observer.eps)
+            if self.scale.shape != scale.shape:
+                self.scale.resize_(scale.shape)
+                self.zero_point.resize_(scale.shape)
+            self.scale.copy_(scale)
+            self.zero_point.zero_()
+        return torch.fake_quantize_per_channel_affine(weight, self.scale, self.zero_point, self.ch_axis,
+                                                      observer.quant_min, observer.quant_max)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.observing = bool(self.observer_enabled[0])
+
+
+WEIGHT_FAKE_QUANT = WeightFakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, averaging_constant=1.0,
                                            quant_min=-INT8_MAX, quant_max=INT8_MAX, dtype=torch.qint8,
                                            qscheme=torch.per_channel_symmetric, ch_axis=0)
 # activations are not quantised (see above): the QAT convolution only uses the weight's quantiser
@@ -91,10 +123,13 @@ def set_qat_frozen(model: nn.Module, frozen: bool) -> None:
 
     Frozen: the quantisation scales stay fixed and batch norm normalises with its running
     statistics, which it no longer updates, as in the int8 model. Call it before every training
-    step (``model.train()`` puts batch norm back into training mode)."""
+    step (``model.train()`` puts batch norm back into training mode): an observer's state is written
+    only when it changes, batch norm's mode is a Python flag, so the call costs the device nothing."""
     for module in model.modules():
         if isinstance(module, FakeQuantize):
-            (disable_observer if frozen else enable_observer)(module)
+            if getattr(module, "observing", None) != (not frozen):
+                (disable_observer if frozen else enable_observer)(module)
+                module.observing = not frozen
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and model.training:
             module.train(not frozen)
 

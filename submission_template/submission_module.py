@@ -51,17 +51,19 @@ class SubmissionModel(nn.Module):
         if config["network"].get("quantize"):
             network = int8_network(network)
         self.model = MultiDeviceModel(network, self.devices)
-        self._frontends = {}  # front ends for files at other sample rates, made when needed
+        # front ends for files at other sample rates, made when needed; submodules, so that .to() moves them
+        self.other_frontends = nn.ModuleDict()
 
     def frontend_for(self, sample_rate: int) -> nn.Module:
         """The log-mel front end for audio at ``sample_rate``: resampled from its own rate."""
         if sample_rate == self.config["frontend"]["orig_sample_rate"]:
             return self.frontend
-        if sample_rate not in self._frontends:
+        key = str(sample_rate)
+        if key not in self.other_frontends:
             settings = dict(self.config["frontend"], orig_sample_rate=sample_rate)
             device = next(self.frontend.buffers()).device
-            self._frontends[sample_rate] = LogMelFrontEnd(**settings).eval().to(device)
-        return self._frontends[sample_rate]
+            self.other_frontends[key] = LogMelFrontEnd(**settings).eval().to(device)
+        return self.other_frontends[key]
 
     @torch.no_grad()
     def features(self, waveform: Tensor, sample_rate: int) -> Tensor:

@@ -49,7 +49,8 @@ def parameter_bytes(model: torch.nn.Module) -> int:
 def macs(model: torch.nn.Module, input_shape) -> int:
     """Multiply-accumulate operations of one forward pass (torchinfo, on a 32-bit copy: ``.float()`` casts
     floating-point parameters only, so int8 weights stay int8 and are counted like float ones)."""
-    summary = torchinfo.summary(copy.deepcopy(model).float().cpu(), input_size=tuple(input_shape), verbose=0)
+    summary = torchinfo.summary(copy.deepcopy(model).float().cpu(), input_size=tuple(input_shape), verbose=0,
+                                device="cpu")
     return int(summary.total_mult_adds)
 
 

@@ -14,7 +14,8 @@ from helpers.outputs.results import find_run_dir, read_results
 from helpers.setup.checkpoints import hyper_parameters, load_checkpoint
 
 # flags that do not change what a run learns (or that are compared another way: seed, ckpt_id)
-RUN_SPECIFIC = {"run_id", "resume", "seed", "experiment_name", "project_name", "wandb_mode", "num_workers",
+RUN_SPECIFIC = {"run_id", "resume", "seed", "experiment_name", "project_name", "wandb_mode", "wandb_init_timeout",
+                "num_workers",
                 "cache_dir", "ckpt_id", "merge", "evaluate", "eval_dir", "overwrite"}
 GROUPS = ("real", "seen", "unseen")
 MARKER = "<!-- written by python -m helpers.compare -->"

@@ -1,7 +1,8 @@
 """Model complexity as the challenge counts it: MACs for one 1-second clip (torchinfo, on a float
 copy) and parameter memory in bytes, taken from each parameter's stored dtype (fp32 4, fp16 2,
 int8 1), both of the model as it is submitted: 16-bit floats, or int8 convolution weights with
-16-bit scales and biases for a quantisation-aware model (models/quantization.py)."""
+16-bit scales and biases for a quantisation-aware model (models/quantization.py). Counted on the CPU
+(torchinfo would move its copy to a GPU, before a distributed run has chosen each process's GPU)."""
 import copy
 
 import torch
@@ -46,7 +47,7 @@ def model_complexity(model: torch.nn.Module, input_shape=(1, 1, 256, 65)) -> dic
     """``{"macs", "params", "param_bytes", "bytes_by_dtype"}`` of the model as submitted: every stored
     number at its stored width (16-bit floats; int8 for the weights of a quantised model)."""
     stored = _submitted_copy(model)
-    summary = torchinfo.summary(copy.deepcopy(stored).float(), input_size=input_shape, verbose=0)
+    summary = torchinfo.summary(copy.deepcopy(stored).float(), input_size=input_shape, verbose=0, device="cpu")
     return {"macs": int(summary.total_mult_adds), "params": int(summary.total_params),
             "param_bytes": parameter_bytes(stored), "bytes_by_dtype": bytes_by_dtype(stored)}
 
@@ -93,7 +94,7 @@ def layer_table(model: torch.nn.Module, input_shape=(1, 1, 256, 65)) -> list:
     """Per-unit rows ``(name, layer, input_shape, params, macs)``: each conv-norm-activation unit and each
     layer of the head, as in the organisers' complexity table (of the model as submitted)."""
     model = _submitted_copy(model).float()
-    summary = torchinfo.summary(model, input_size=input_shape, verbose=0, depth=100)
+    summary = torchinfo.summary(model, input_size=input_shape, verbose=0, depth=100, device="cpu")
     leaf_macs = {layer.layer_id: layer.macs for layer in summary.summary_list if layer.is_leaf_layer}
     input_shapes = {layer.layer_id: layer.input_size for layer in summary.summary_list}
     units = [(name, module) for name, module in model.named_modules() if isinstance(module, ConvNormActivation)]

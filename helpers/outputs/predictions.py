@@ -61,6 +61,12 @@ def write_predictions_csv(path, table: pd.DataFrame) -> Path:
     return Path(path)
 
 
+def evaluation_device(args) -> torch.device:
+    """Where ``--evaluate`` computes: the GPU where there is one and ``--accelerator`` allows it, else the CPU."""
+    gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if gpu else "cpu")
+
+
 def evaluate(args) -> Path:
     """Predict the evaluation set with a stage-2 system and write ``predictions/<run id>/`` (for a checkpoint
     file outside a run folder: ``predictions/<file name without .ckpt>/``): ``output.csv``, ``info.json``
@@ -87,6 +93,7 @@ def evaluate(args) -> Path:
     by_device = rows.sort_values("device_id", kind="stable")
     # int8 for an 8-bit system, else 16-bit: the stored parameters, in the arithmetic of the final test
     store_for_submission(system)
+    module.to(evaluation_device(args))
     loader = make_loader(args.eval_dir, by_device, args, False, device_column="device_id")
     sorted_logits = predict_logits(module, loader)
     logits = torch.empty_like(sorted_logits)
@@ -98,6 +105,7 @@ def evaluate(args) -> Path:
     network = network_record(system)
     write_json(out_dir / "info.json", {"run_id": run_id, "checkpoint": str(ckpt_path), "network": network,
                                        "complexity": complexity, "test_results": test_results})
-    save_checkpoint({"state_dict": system.half().state_dict(), "network": network}, out_dir / "model_state_dict.pt")
+    state = system.cpu().half().state_dict()
+    save_checkpoint({"state_dict": state, "network": network}, out_dir / "model_state_dict.pt")
     print(f"Predictions for {len(rows)} files: {out_csv.resolve()}")
     return out_csv

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from dataset.cache import AudioCache
 from dataset.dcase25 import AudioDataset, resolve_dataset_dir
 from dataset.impulse_responses import load_impulse_responses
+from dataset.locking import exclusive
 from dataset.validation import check_outside_dataset, scan_audio
 from helpers.setup.console import rank_zero_print
 from helpers.training.augmentation import check_augmentation_flags
@@ -25,9 +26,12 @@ def prepare_dataset_dir(args) -> Path:
     kept; a folder holding an unfinished or outdated hard variant is refused, not replaced)."""
     if args.demo:
         from dataset.demo import demo_variant, is_complete, write_demo_dataset
-        if not is_complete(args.dataset_dir):
-            write_demo_dataset(args.dataset_dir)
-        elif demo_variant(args.dataset_dir) != "default":
+        folder = Path(args.dataset_dir)
+        # one process writes it; the others of a distributed run wait, then find it complete
+        with exclusive(folder.parent / f".{folder.name}.lock"):
+            if not is_complete(folder):
+                write_demo_dataset(folder)
+        if demo_variant(args.dataset_dir) != "default":
             rank_zero_print(f"--demo: {args.dataset_dir} holds the {demo_variant(args.dataset_dir)} variant of the "
                             "demo set (docs/demo_hard.md).")
     return resolve_dataset_dir(args.dataset_dir)

@@ -78,6 +78,9 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
                               "which it prints)")
     general.add_argument("--wandb_mode", choices=["online", "offline", "disabled"], default=None,
                          help="default: online when wandb has credentials, otherwise offline")
+    general.add_argument("--wandb_init_timeout", type=float, default=30,
+                         help="seconds to wait for the wandb server when a run starts online; without an "
+                              "answer the run logs offline (upload it later with wandb sync)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_dir", type=str, default=None,

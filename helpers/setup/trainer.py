@@ -61,7 +61,35 @@ class AverageLastEpochs(L.Callback):
                 own.copy_(averaged)
         if self.k > 1:  # the statistics of the averaged weights, not of any one epoch's
             update_bn((batch[0] for batch in trainer.train_dataloader), module, device=module.device)
+            average_over_processes(trainer, norm_statistics(module.model))
         trainer.save_checkpoint(self.checkpoint)
+
+
+def norm_statistics(model: torch.nn.Module) -> list:
+    """The running means and variances of every batch norm of ``model``."""
+    return [stat for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for stat in (m.running_mean, m.running_var) if stat is not None]
+
+
+def average_over_processes(trainer: L.Trainer, tensors: list) -> None:
+    """Replace each tensor (in place) by its mean over the processes of a distributed run. Each process
+    recomputes the statistics on its own share of equally many batches: their mean is the statistics of
+    all the batches, so every process tests and saves the same model."""
+    if trainer.world_size > 1:
+        for tensor in tensors:
+            tensor.copy_(trainer.strategy.reduce(tensor.clone(), reduce_op="mean"))
+
+
+class SeedPerProcess(L.Callback):
+    """``--seed`` in a distributed run: each process draws its own augmentations (roll, DIR, mixup, masks),
+    from ``seed + global rank``, reproducibly. A single process keeps the stream ``seed_everything`` began."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_fit_start(self, trainer, module):
+        if trainer.world_size > 1:
+            L.seed_everything(self.seed + trainer.global_rank, workers=True, verbose=False)
 
 
 def make_trainer(args, logger, run_id, checkpoint_name="last", **kwargs) -> L.Trainer:
@@ -70,6 +98,8 @@ def make_trainer(args, logger, run_id, checkpoint_name="last", **kwargs) -> L.Tr
     averages the last epochs' weights with ``--average_last``."""
     quiet_console()
     callbacks = [StopMessages(run_id)]
+    if getattr(args, "seed", None) is not None:
+        callbacks.append(SeedPerProcess(args.seed))
     if checkpoint_name:
         # keep one file, rewritten after every training epoch (also epochs without validation)
         checkpoint = ModelCheckpoint(dirpath=checkpoint_dir(args.project_name, run_id), filename=checkpoint_name,

@@ -73,27 +73,37 @@ def fast_fft_length(n: int) -> int:
         n += 1
 
 
+def to_device(indices: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without waiting for it: copied from pinned memory on a GPU."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        indices = indices.pin_memory()
+    return indices.to(device, non_blocking=True)
+
+
 def convolve_devices(waveform: torch.Tensor, devices, responses: torch.Tensor, p: float, dir_devices) -> torch.Tensor:
     """DIR: each clip of ``dir_devices`` is, with probability ``p``, convolved with one of ``responses``
-    ``[n, length]`` drawn at random; "full" convolution cut to the clip's length. On the whole batch."""
+    ``[n, length]`` drawn at random; "full" convolution cut to the clip's length. On the whole batch.
+    The clips and responses are chosen on the CPU (the devices are strings there), so that which clips
+    are convolved is known without asking the accelerator."""
     if p <= 0:
         return waveform
-    batch, device = waveform.shape[0], waveform.device
-    eligible = torch.tensor([d in dir_devices for d in devices], device=device)
-    chosen = eligible & (torch.rand(batch, device=device) < p)
-    which = torch.randint(len(responses), (batch,), device=device)
-    if not chosen.any():
+    batch = waveform.shape[0]
+    eligible = torch.tensor([d in dir_devices for d in devices])
+    chosen = eligible & (torch.rand(batch) < p)
+    which = torch.randint(len(responses), (batch,))
+    rows = chosen.nonzero()[:, 0]
+    if len(rows) == 0:
         return waveform
-    clips = waveform[chosen].float()  # [k, ..., samples]
-    kernels = responses[which[chosen]].float().view(clips.shape[0], *[1] * (clips.dim() - 2), -1)
+    rows_on_device = to_device(rows, waveform.device)
+    clips = waveform.index_select(0, rows_on_device).float()  # [k, ..., samples]
+    kernels = responses.index_select(0, to_device(which[rows], responses.device)).float()
+    kernels = kernels.view(clips.shape[0], *[1] * (clips.dim() - 2), -1)
     # zeros after a response change nothing in the first samples; they make the FFT length one
     # with small prime factors (32000 + 16000 - 1 = 47999 = 7 * 6857 is four times slower than 48000)
     full = clips.shape[-1] + kernels.shape[-1] - 1
     kernels = F.pad(kernels, (0, fast_fft_length(full) - full))
     convolved = torchaudio.functional.fftconvolve(clips, kernels, mode="full")[..., :waveform.shape[-1]]
-    out = waveform.clone()
-    out[chosen] = convolved.to(waveform.dtype)
-    return out
+    return waveform.index_copy(0, rows_on_device, convolved.to(waveform.dtype))
 
 
 def mixup(waveform: torch.Tensor, alpha: float, p: float) -> tuple:
@@ -102,8 +112,9 @@ def mixup(waveform: torch.Tensor, alpha: float, p: float) -> tuple:
     if alpha <= 0 or p <= 0:
         return waveform, Mix()
     batch, device = waveform.shape[0], waveform.device
-    concentration = torch.tensor(float(alpha), device=device)
-    weight = torch.distributions.Beta(concentration, concentration).sample((batch,))
+    # made and checked on the device without a copy from the host (torch.full; no argument validation)
+    concentration = torch.full((), float(alpha), device=device)
+    weight = torch.distributions.Beta(concentration, concentration, validate_args=False).sample((batch,))
     weight = torch.where(torch.rand(batch, device=device) < p, weight, torch.ones_like(weight))
     partner = torch.randperm(batch, device=device)
     mix = Mix(partner, weight)
@@ -116,13 +127,15 @@ def mixstyle(x: torch.Tensor, p: float = 0.4, alpha: float = 0.3, eps: float = 1
 
     ``x`` is a log-mel batch ``[B, C, F, T]``; statistics are taken over channels and time.
     """
-    if p <= 0 or torch.rand(()) > p:
+    if p <= 0 or torch.rand(()) > p:  # drawn on the CPU: the decision needs nothing from the accelerator
         return x
     batch_size = x.size(0)
     mean = x.mean(dim=(1, 3), keepdim=True).detach()
     sigma = (x.var(dim=(1, 3), keepdim=True) + eps).sqrt().detach()
     normalised = (x - mean) / sigma
-    lam = torch.distributions.Beta(alpha, alpha).sample((batch_size, 1, 1, 1)).to(x.device, x.dtype)
+    concentration = torch.full((), float(alpha), device=x.device)  # drawn where x is: no copy from the host
+    lam = torch.distributions.Beta(concentration, concentration, validate_args=False).sample(
+        (batch_size, 1, 1, 1)).to(x.dtype)
     perm = torch.randperm(batch_size, device=x.device)
     mixed_mean = mean * lam + mean[perm] * (1 - lam)
     mixed_sigma = sigma * lam + sigma[perm] * (1 - lam)

@@ -4,14 +4,17 @@ import math
 
 import lightning as L
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from dataset.errors import UserError
-from helpers.training.augmentation import TrainingAugmentation
+from helpers.training.augmentation import TrainingAugmentation, to_device
 from helpers.training.losses import training_loss
 from helpers.training.metrics import SceneDeviceAccuracy
 from models.inference import infer, store_for_submission
 from models.quantization import frozen_epochs, is_qat, set_qat_frozen, with_quantization
 from models.registry import DEFAULT_NETWORK, build_frontend, build_network, network_record
+
+NONFINITE_CHECK_STEPS = 50  # steps between checks of the loss (each one waits for the device)
 
 
 class NonFiniteLossError(UserError):
@@ -61,6 +64,7 @@ class SceneClassifier(L.LightningModule):
         self.test_metrics = SceneDeviceAccuracy()
         self.test_results = None  # filled at the end of a test run
         self.test_confusion = None  # {device: true x predicted counts}, filled at the end of a test run
+        self.first_nonfinite_step = None  # on the device while training: see record_nonfinite
 
     def forward(self, waveform, devices=None):
         return self.classify(self.frontend(waveform), devices)
@@ -75,12 +79,25 @@ class SceneClassifier(L.LightningModule):
         checkpoint["network"] = network_record(self.model)
 
     # --- training ---
-    def on_fit_start(self):
-        # oneDNN's convolutions work in channels-last memory: with the weights so, every activation follows
-        # and nothing is reordered around each convolution (docs/speed.md: a training step 1.1-1.3x faster
-        # on 2 CPU cores). The values and the checkpoints are the same; only the strides differ.
-        if self.device.type == "cpu":
+    def setup(self, stage):
+        # before the strategy wraps the module: DDP builds its gradient buckets and its list of buffers then
+        if stage == "fit":
+            self.prepare_to_fit(self.trainer.strategy.root_device)
+
+    def prepare_to_fit(self, device: torch.device) -> None:
+        """The memory layout training on ``device`` runs in, and the buffers DDP leaves alone; before any
+        wrapping by a strategy."""
+        if device.type == "cpu":
+            # oneDNN's convolutions work in channels-last memory: with the weights so, every activation follows
+            # and nothing is reordered around each convolution; the values and checkpoints are the same
             self.model.to(memory_format=torch.channels_last)
+        # the front end's and the augmentation's buffers are constants: DDP need not broadcast them every step
+        constants = [f"{name}.{buffer}" for name, part in (("frontend", self.frontend), ("augment", self.augment))
+                     for buffer, _ in part.named_buffers()]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, constants)
+
+    def on_fit_start(self):
+        self.first_nonfinite_step = None
 
     def on_train_batch_start(self, batch, batch_idx):
         if is_qat(self.model):  # observers and batch-norm statistics frozen for the last epochs
@@ -88,25 +105,58 @@ class SceneClassifier(L.LightningModule):
             frozen = frozen_epochs(n_epochs, self.hparams.get("qat_freeze_epochs"))
             set_qat_frozen(self.model, self.current_epoch >= n_epochs - frozen)
 
-    def training_step(self, batch, batch_idx):
+    def training_loss(self, batch) -> tuple:
+        """``(loss, parts)`` of a training batch: augmentation, front end, network and the loss (with the
+        teacher's logits when distilling); ``parts`` are the loss's parts by name. Waits for nothing on the
+        device with the default flags."""
         waveform, labels, devices, filenames = batch
         features, mix = self.augment(waveform, devices, self.frontend)
         logits = self.classify(features, devices)
-        teacher_logits = None if self.teacher is None else self.teacher.lookup(filenames).to(logits.device)
-        loss, parts = training_loss(logits, labels, mix, teacher_logits, self.hparams.get("kd_lambda"),
-                                    self.hparams.get("temperature"))
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}). "
-                "The run stopped; its last checkpoint is from the end of the last complete epoch. Lower --lr "
-                "or check the data, then start again (or continue with --resume).")
-        prefix = self.log_prefix
+        teacher_logits = None if self.teacher is None else to_device(self.teacher.lookup(filenames), logits.device)
+        return training_loss(logits, labels, mix, teacher_logits, self.hparams.get("kd_lambda"),
+                             self.hparams.get("temperature"))
+
+    def training_step(self, batch, batch_idx):
+        loss, parts = self.training_loss(batch)
+        self.record_nonfinite(loss)
+        prefix, batch_size = self.log_prefix, len(batch[1])
         for name, value in parts.items():
-            self.log(f"{prefix}train/{name}", value, batch_size=len(labels))
-        self.log(f"{prefix}train/loss", loss, prog_bar=True, batch_size=len(labels))
-        self.log(f"{prefix}lr", self.optimizers().param_groups[0]["lr"], batch_size=len(labels))
-        self.log(f"{prefix}epoch", float(self.current_epoch), batch_size=len(labels))
+            self.log(f"{prefix}train/{name}", value, batch_size=batch_size)
+        self.log(f"{prefix}train/loss", loss, prog_bar=True, batch_size=batch_size)
+        # numbers made on the device (a Python float would be copied there and waited for)
+        self.log(f"{prefix}lr", self.on_device(self.optimizers().param_groups[0]["lr"]), batch_size=batch_size)
+        self.log(f"{prefix}epoch", self.on_device(self.current_epoch), batch_size=batch_size)
         return loss
+
+    def on_device(self, number) -> torch.Tensor:
+        return torch.full((), float(number), device=self.device)
+
+    def record_nonfinite(self, loss: torch.Tensor) -> None:
+        """Remember, on the device, the first step whose loss is not finite (checked by ``stop_if_nonfinite``)."""
+        if self.first_nonfinite_step is None:
+            self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first = self.first_nonfinite_step
+        bad = ~torch.isfinite(loss.detach()) & (first < 0)
+        self.first_nonfinite_step = torch.where(bad, torch.full_like(first, self.global_step), first)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if (batch_idx + 1) % NONFINITE_CHECK_STEPS == 0:
+            self.stop_if_nonfinite()
+
+    def on_train_epoch_end(self):
+        self.stop_if_nonfinite()  # before the epoch's checkpoint is written (ModelCheckpoint runs after this)
+
+    def stop_if_nonfinite(self) -> None:
+        """Stop on every process together when the loss of any process was not finite: the decision is taken
+        on the maximum over the processes, so none is left waiting in the next all-reduce."""
+        if self.first_nonfinite_step is None:
+            return
+        step = int(self.trainer.strategy.reduce(self.first_nonfinite_step, reduce_op="max"))
+        if step >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became NaN or infinite at step {step} (epoch {self.current_epoch}). The run "
+                "stopped; its last checkpoint is from the end of the last complete epoch. Lower --lr or check "
+                "the data, then start again (or continue with --resume).")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
