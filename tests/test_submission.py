@@ -222,6 +222,8 @@ inputs = api.load_inputs(files, devices, model)
 logits, classes = api.predict(files, devices, use_cuda=False)
 backwards, _ = api.predict(files[::-1], devices[::-1], use_cuda=False, batch_size=3)
 general = api.get_model_for_device(model, "unknown")
+model.frontend_for(16000)  # a front end made before the model moves must move with it
+moved = {{str(b.dtype) for b in model.to(torch.float64).other_frontends["16000"].buffers() if b.is_floating_point()}}
 torch.save({{"logits": torch.stack(logits), "backwards": torch.stack(backwards)}}, "probe.pt")
 print(json.dumps({{
     "module_file": api.__file__,
@@ -232,6 +234,7 @@ print(json.dumps({{
     "uses_general": {{d: api.get_model_for_device(model, d) is general
                      for d in ["a", "s3", "s4", "s6", "unknown", "xyz"]}},
     "param_dtypes": sorted({{str(p.dtype) for p in api.get_model_for_device(model, "a").parameters()}}),
+    "extra_frontend_moved": moved == {{"torch.float64"}},
 }}))
 """
 
@@ -254,6 +257,7 @@ def test_installed_package_interface_and_consistency(exported, venv):
     assert info["logits"] == [["Tensor", [10], "torch.float32"]] * len(files)
     assert info["uses_general"] == {"a": False, "s3": False, "s4": True, "s6": True, "unknown": True, "xyz": True}
     assert info["param_dtypes"] == ["torch.float16"]
+    assert info["extra_frontend_moved"]
     probe = torch.load(venv["cwd"] / "probe.pt")
     logits = probe["logits"]
     assert torch.equal(probe["backwards"], logits.flip(0))  # input order, whatever the batching

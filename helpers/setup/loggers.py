@@ -45,7 +45,7 @@ def make_logger(args, run_id: str):
             logger.experiment  # noqa: B018 (starts the run now, where a failure can be caught)
             return logger, mode
         except wandb.Error as err:
-            wandb.finish(exit_code=1, quiet=True)
+            wandb.teardown()  # the service still holds the run id of the attempt
             reason = str(err).splitlines()[0]
             rank_zero_print(f"wandb: no answer from the server within {timeout:g} s ({reason}); this run logs "
                             "offline instead.")
