@@ -90,11 +90,13 @@ def check_space(plans: list, folder: Path, args) -> None:
         f"{'every archive kept' if args.keep_archives else 'one archive at a time'} {gb(held)}); "
         f"{folder} has {gb(free)} free." + (f" ({unknown} archives' sizes are not listed.)" if unknown else ""))
     if need > free:
-        hint = "" if args.only_split else (" or --only_split 25 (the development set's 25 % and test splits only,"
-                                           f" about {ONLY_SPLIT_SHARE * 100:.0f} % of its clips)")
+        development = any(plan.record is DEVELOPMENT for plan in plans)
+        hint = "" if args.only_split or not development else (
+            f" or --only_split 25 (the development set's 25 % and test splits only, about {ONLY_SPLIT_SHARE * 100:.0f}"
+            " % of its clips)")
         raise DataError(f"Not enough disk space in {folder}: the download needs about {gb(need)}, the disk has "
-                        f"{gb(free)} free. Nothing was downloaded. Free some space, pass a --dir on a larger disk,"
-                        f"{hint}{' or leave out --keep_archives' if args.keep_archives else ''}.")
+                        f"{gb(free)} free. Stopped before the first byte. Free some space, pass a --dir on a larger "
+                        f"disk,{hint}{' or leave out --keep_archives' if args.keep_archives else ''}.")
 
 
 def run_plan(plan: Plan, folder: Path, args, bars: Bars):
@@ -160,6 +162,9 @@ def _fetch_splits(data_dir: Path, folder: Path, args):
 
 
 def run(args) -> None:
+    if args.only_split and args.dataset == "evaluation":
+        raise DataError("--only_split selects clips of the development set's splits: the evaluation set has none. "
+                        "Leave it out, or download `development` or `all`.")
     folder = Path(args.dir).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     records = list(RECORDS.values()) if args.dataset == "all" else [RECORDS[args.dataset]]

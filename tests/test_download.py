@@ -132,7 +132,7 @@ def test_no_space_stops_before_the_first_byte(zenodo, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as stop:
         run(zenodo.url, tmp_path)
     assert str(stop.value.code).startswith(f"error: Not enough disk space in {tmp_path / 'data'}: the download needs "
-                                           "about 10.8 GB, the disk has 1.0 GB free. Nothing was downloaded.")
+                                           "about 10.8 GB, the disk has 1.0 GB free. Stopped before the first byte.")
     assert "--only_split 25" in str(stop.value.code)
     assert not zenodo.fetched and not any("/files/" in path for path in zenodo.requests)
 
