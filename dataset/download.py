@@ -84,11 +84,15 @@ def check_space(plans: list, folder: Path, args) -> None:
     unpacked = sum(plan.unpacked_size(a, args.only_split) for plan, a in pending)
     held = sum(to_fetch) if args.keep_archives else max(to_fetch, default=0)
     need, free = unpacked + held, free_bytes(folder)
-    unknown = sum(1 for plan, a in pending if a.size is None and a.name not in plan.here)
-    say(f"{len(pending)} of {sum(len(p.archives) for p in plans)} archives to do, {gb(sum(to_fetch))} to download. "
-        f"Needs about {gb(need)} of disk (unpacked files {gb(unpacked)}, "
+    unknown = sum(1 for plan, a in pending if a.size is None)
+    todo = f"{len(pending)} of {sum(len(p.archives) for p in plans)} archives to do"
+    if unknown == len(pending):
+        say(f"{todo}; their sizes are not known without the record's listing, so the disk space is checked only "
+            f"before each archive is unpacked. {folder} has {gb(free)} free.")
+        return
+    say(f"{todo}, {gb(sum(to_fetch))} to download. Needs about {gb(need)} of disk (unpacked files {gb(unpacked)}, "
         f"{'every archive kept' if args.keep_archives else 'one archive at a time'} {gb(held)}); "
-        f"{folder} has {gb(free)} free." + (f" ({unknown} archives' sizes are not listed.)" if unknown else ""))
+        f"{folder} has {gb(free)} free." + (f" ({unknown} archives' sizes are not known.)" if unknown else ""))
     if need > free:
         development = any(plan.record is DEVELOPMENT for plan in plans)
         hint = "" if args.only_split or not development else (

@@ -143,11 +143,12 @@ def test_an_archive_that_would_not_fit_unpacked_is_not_unpacked(zenodo, tmp_path
         run(zenodo.url, tmp_path)
 
 
-def test_offline_names_the_archive_its_address_and_the_folder(tmp_path):
+def test_offline_names_the_archive_its_address_and_the_folder(tmp_path, capsys):
     offline = closed_port_url()
     with pytest.raises(SystemExit) as stop:
         run(offline, tmp_path)
     message = str(stop.value.code)
+    assert "going on with the published archive names and checksums" in capsys.readouterr().out
     assert message.startswith(f"error: Could not download {DOC} from {offline}/records/6337421/files/{DOC}?download=1 "
                               "(no connection to 127.0.0.1")
     assert f"put it into {tmp_path / 'data'}/ under its own name" in message and "resumes" in message
