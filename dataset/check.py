@@ -131,7 +131,7 @@ def archive_of_clips(dataset_dir: Path) -> tuple:
 
 
 def main(argv=None) -> None:
-    parser = StrictParser(description=__doc__.split("\n\n")[0].replace("``", ""))
+    parser = StrictParser(prog="python -m dataset.check", description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--dataset_dir", required=True,
                         help="the folder with meta.csv and audio/ (or an evaluation set: audio/ and evaluation_setup/)")
     parser.add_argument("--split_dir", default="split_setup",

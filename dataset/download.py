@@ -195,7 +195,7 @@ def run(args) -> None:
 
 
 def build_parser() -> StrictParser:
-    parser = StrictParser(description=__doc__.split("\n\n")[0].replace("``", ""),
+    parser = StrictParser(prog="python -m dataset.download", description=__doc__.split("\n\n")[0].replace("``", ""),
                           epilog="Docs: docs/data.md. Check a folder downloaded by hand: python -m dataset.check.")
     parser.add_argument("dataset", choices=["development", "evaluation", "all"],
                         help="TAU Urban Acoustic Scenes 2022 Mobile development, the 2025 evaluation set, or both")
