@@ -67,11 +67,15 @@ def file_url(record: Record, name: str, zenodo: str = ZENODO) -> str:
 
 
 def parse_listing(listing: dict, record: Record, zenodo: str = ZENODO) -> list:
-    """The ``Archive`` of each file of a Zenodo API record (``files``: ``key`` or ``filename``,
-    ``checksum`` as ``md5:<hex>`` or bare hex, ``size``). Files are fetched from the download address
-    of the record's web page (``file_url``)."""
+    """The ``Archive`` of each file of a Zenodo API record (``files``, a list or InvenioRDM's ``entries``:
+    ``key`` or ``filename``, ``checksum`` as ``md5:<hex>`` or bare hex, ``size``). Files are fetched from the
+    download address of the record's web page (``file_url``)."""
+    files = listing.get("files") or []
+    if isinstance(files, dict):  # InvenioRDM's own record format: {"entries": {name: entry}}
+        entries = files.get("entries") or {}
+        files = list(entries.values()) if isinstance(entries, dict) else list(entries)
     archives = []
-    for entry in listing.get("files") or []:
+    for entry in files:
         name = entry.get("key") or entry.get("filename")
         checksum = str(entry.get("checksum", ""))
         algorithm, _, digest = checksum.rpartition(":")

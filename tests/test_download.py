@@ -11,7 +11,7 @@ from zenodo_server import EVALUATION_PREFIX, ZenodoStandIn, md5, records_from_de
 
 from dataset import download, unpack
 from dataset.check import check_folder
-from dataset.sources import DEVELOPMENT, DEVELOPMENT_PREFIX, EVALUATION
+from dataset.sources import DEVELOPMENT, DEVELOPMENT_PREFIX, EVALUATION, parse_listing
 from dataset.unpack import STATE
 
 AUDIO = [f"{DEVELOPMENT_PREFIX}.audio.{part}.zip" for part in range(1, 17)]
@@ -215,3 +215,19 @@ def test_a_development_listing_that_differs_from_the_published_checksums_is_refu
                                          rf"published 0{{32}}.*Nothing was downloaded"):
         run(zenodo.url, tmp_path)
     assert not zenodo.fetched
+
+
+@pytest.mark.parametrize("files", [
+    [{"key": "a.zip", "size": 3, "checksum": "md5:" + "ab" * 16}],  # Zenodo's API
+    [{"filename": "a.zip", "filesize": 3, "size": 3, "checksum": "ab" * 16}],  # its other version, bare MD5
+    {"enabled": True, "entries": {"a.zip": {"key": "a.zip", "size": 3, "checksum": "md5:" + "AB" * 16}}},  # InvenioRDM
+])
+def test_the_listing_formats_of_zenodo_are_read(files):
+    (archive,) = parse_listing({"id": 1, "files": files}, EVALUATION, "http://mirror")
+    assert (archive.name, archive.size, archive.md5) == ("a.zip", 3, "ab" * 16)
+    assert archive.url == f"http://mirror/records/{EVALUATION.record}/files/a.zip?download=1"
+
+
+def test_a_listing_entry_without_an_md5_is_refused():
+    with pytest.raises(Exception, match="without a name or an MD5 checksum"):
+        parse_listing({"files": [{"key": "a.zip", "checksum": "sha256:" + "ab" * 32}]}, EVALUATION)
