@@ -44,14 +44,14 @@ def resolve_dataset_dir(dataset_dir=None) -> Path:
     return dataset_dir
 
 
-def split_file(split_dir, name: str, dataset_dir=None) -> Path:
-    """Path of split file ``name`` in ``split_dir``, downloaded from the organisers' release if missing
-    (never into ``dataset_dir``)."""
+def split_file(split_dir, name: str, dataset_dir=None, url=None) -> Path:
+    """Path of split file ``name`` in ``split_dir``, downloaded from the organisers' release (or ``url``, a
+    folder address) if missing (never into ``dataset_dir``)."""
     split_dir = Path(split_dir)
     path = split_dir / name
     if path.is_file():
         return path
-    url = SPLIT_URL + name
+    url = (url or SPLIT_URL).rstrip("/") + "/" + name
     if dataset_dir is not None:
         validation.check_outside_dataset(split_dir, dataset_dir, "--split_dir",
                                          why=f" ({name} is missing there and would be downloaded from {url})",
