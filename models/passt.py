@@ -13,6 +13,7 @@ the authors' PaSST-S (``passt_s_swa_p16_128_ap476``, mAP .476), downloaded once 
 checkpoint's weights instead.
 """
 import contextlib
+import functools
 import io
 import warnings
 from dataclasses import dataclass
@@ -58,6 +59,26 @@ def _quiet():
         yield
 
 
+_build_mel_banks = torchaudio.compliance.kaldi.get_mel_banks
+
+
+@functools.lru_cache(maxsize=FMAX_AUG_RANGE + 1)
+def _mel_banks(*args, **kwargs) -> tuple:
+    return _build_mel_banks(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _cached_mel_banks():
+    """The package rebuilds its mel filterbank on the CPU in every forward pass (one of about a thousand
+    highest frequencies in training): within this block each one is built once and then copied."""
+    kaldi = torchaudio.compliance.kaldi
+    kaldi.get_mel_banks = lambda *args, **kwargs: tuple(t.clone() for t in _mel_banks(*args, **kwargs))
+    try:
+        yield
+    finally:
+        kaldi.get_mel_banks = _build_mel_banks
+
+
 class PaSSTFrontEnd(nn.Module):
     """Waveform ``[B, 1, samples]`` at ``orig_sample_rate`` -> the package's log-mel ``[B, 1, 128, frames]``
     (32 kHz, window 800, hop 320, n_fft 1024, pre-emphasis, ``(log(mel + 1e-5) + 4.5) / 5``); in training
@@ -77,7 +98,7 @@ class PaSSTFrontEnd(nn.Module):
     def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
         if waveform.dim() == 3:  # [B, 1, samples] -> [B, samples]
             waveform = waveform[:, 0]
-        with _quiet(), full_precision(waveform):  # float32 under any autocast, as LogMelFrontEnd
+        with _quiet(), _cached_mel_banks(), full_precision(waveform):  # float32 under any autocast
             return self.mel(self.resample(waveform.float())).unsqueeze(1)
 
     @staticmethod

@@ -97,3 +97,22 @@ def test_an_unreachable_wandb_server_leaves_the_run_offline(tmp_path, monkeypatc
     assert "no answer from the server within 3 s" in out and "logs offline instead" in out
     assert "wandb sync wandb/offline-run-*-unreach1" in out
     assert list((tmp_path / "wandb").glob("offline-run-*-unreach1"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where there is no GPU")
+def test_the_gpu_check_without_a_gpu_says_so_and_writes_nothing(tmp_path):
+    import shutil
+    import subprocess
+
+    from conftest import REPO_ROOT
+    copy = tmp_path / "repo"  # the script alone: it must stop before it sets anything up
+    shutil.copytree(REPO_ROOT / "scripts", copy / "scripts")
+    done = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=copy, capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 1 and "No CUDA GPU" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (copy / "gpu_report.md").exists() and not (copy / ".venv").exists()
+    from benchmarks import gpu_report
+    with pytest.raises(SystemExit, match="No CUDA GPU"):
+        gpu_report.main(["--out", str(tmp_path / "report.md")])
+    assert not (tmp_path / "report.md").exists()
+    assert gpu_report.peak_of("NVIDIA H100 80GB HBM3") == (67, 495, 989) and gpu_report.peak_of("Tesla T4") is None
