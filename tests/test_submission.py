@@ -222,8 +222,9 @@ inputs = api.load_inputs(files, devices, model)
 logits, classes = api.predict(files, devices, use_cuda=False)
 backwards, _ = api.predict(files[::-1], devices[::-1], use_cuda=False, batch_size=3)
 general = api.get_model_for_device(model, "unknown")
-model.frontend_for(16000)  # a front end made before the model moves must move with it
-moved = {{str(b.dtype) for b in model.to(torch.float64).other_frontends["16000"].buffers() if b.is_floating_point()}}
+other = api.load_model()
+other.frontend_for(16000)  # a front end made before the model moves must move with it
+moved = {{str(b.dtype) for b in other.to(torch.float64).other_frontends["16000"].buffers() if b.is_floating_point()}}
 torch.save({{"logits": torch.stack(logits), "backwards": torch.stack(backwards)}}, "probe.pt")
 print(json.dumps({{
     "module_file": api.__file__,
