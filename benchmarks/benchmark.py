@@ -40,7 +40,7 @@ from dataset.demo import is_complete, write_demo_dataset  # noqa: E402
 from helpers.setup.checkpoints import hyper_parameters  # noqa: E402
 from helpers.setup.data import available_cpus, loader_workers, make_loader, open_cache  # noqa: E402
 from helpers.setup.flags import build_parser, parse_args  # noqa: E402
-from helpers.setup.model_loader import load_device_system  # noqa: E402
+from helpers.setup.model_loader import read_device_system  # noqa: E402
 from helpers.training.losses import label_loss  # noqa: E402
 from helpers.training.module import SceneClassifier  # noqa: E402
 from models import inference  # noqa: E402
@@ -215,7 +215,7 @@ def agreement(args, dataset_dir, cache, device):
     logits lie close together (a hard case)."""
     rows = dcase25.test_rows(dataset_dir, args.split_dir)
     if args.ckpt_id:
-        system, checkpoint, _ = load_device_system(args.ckpt_id, args.project_name)
+        system, checkpoint, _ = read_device_system(args.ckpt_id, args.project_name)
         config = hyper_parameters(checkpoint)
         inference.store_for_submission(system)
     else:

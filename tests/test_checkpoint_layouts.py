@@ -2,6 +2,7 @@
 (helpers/setup/model_loader.py) wherever a checkpoint is taken: the one-line messages a user sees (fast),
 and stage 2, --evaluate and the export run on each layout (slow)."""
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ import train_base
 import train_device_specific
 from helpers import teacher_logits
 from helpers.setup.checkpoints import CheckpointError
+from helpers.setup.flags import written_network_flags
 from helpers.setup.model_loader import read_system
 from models.registry import build_network, network_record
 
@@ -109,7 +111,7 @@ def test_flags_that_contradict_the_shapes_are_refused_with_both_values(tmp_path)
     args = train_device_specific.parse_args(train_device_specific.stage2_parser(""),
                                             ["--ckpt_id", str(path), "--expansion_rate", "2.1"])
     with pytest.raises(CheckpointError, match="--expansion_rate 2.1 given here, the checkpoint's network has 3.0"):
-        read_system(path, args)
+        read_system(path, written_network_flags(args))
 
 
 def test_another_architecture_is_refused_naming_its_entries(tmp_path):
@@ -127,6 +129,41 @@ def test_another_architecture_is_refused_naming_its_entries(tmp_path):
     torch.save({"state_dict": state, "network": network_record(net)}, tmp_path / "extra.ckpt")
     with pytest.raises(CheckpointError, match=r"the network has no stages.s3.extra.weight \[4\]"):
         read_system(tmp_path / "extra.ckpt")
+
+
+def test_a_network_whose_blocks_are_not_cp_mobiles_is_refused_naming_the_entries_that_do_not_fit(tmp_path):
+    """A participant's CP-Mobile with a second stem and its blocks under other names: the message names the
+    first entries without a place in CP-Mobile, with their shapes, and what CP-Mobile has there."""
+    net = network(base_channels=8)
+    state = {}
+    for key, value in net.state_dict().items():
+        if key.startswith("in_c."):
+            state[f"model.{key}"] = value
+    state["model.stem2.0.weight"] = torch.ones(16, 8, 3, 3)
+    state["model.stem2.1.weight"] = torch.ones(16)
+    for key, value in net.state_dict().items():
+        if not key.startswith("in_c."):
+            state["model." + re.sub(r"^stages\.s(\d)\.b(\d)", r"layers.\1.\2", key)] = value
+    torch.save({"state_dict": state}, tmp_path / "stems.ckpt")
+    with pytest.raises(CheckpointError) as err:
+        read_system(tmp_path / "stems.ckpt")
+    message = str(err.value)
+    assert "stems.ckpt" in message and "start like cp_mobile's" in message
+    assert "model.stem2.0.weight [16, 8, 3, 3], model.stem2.1.weight [16], model.layers.1.1.block.0.0.weight" in message
+    assert "where cp_mobile has stages.s1.b1.block.0.0.weight [" in message
+
+
+def test_stage2_refusing_a_checkpoint_writes_nothing(tmp_path, demo_dir, monkeypatch):
+    """The checkpoint is read and checked before the run id is taken: a refused one leaves no run folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DCASE25_RUN_ID", "")
+    monkeypatch.delenv("DCASE25_RUN_ID")  # restored (absent) afterwards
+    (tmp_path / "demo_data").symlink_to(demo_dir)
+    other = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    torch.save({"state_dict": prefixed("model.", other)}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="holds no network of this project"):
+        train_device_specific.main(["--ckpt_id", "other.ckpt", *FLAGS])
+    assert not (tmp_path / "DCASE25_Task1").exists()
 
 
 def test_container_without_a_general_model_is_refused(tmp_path):

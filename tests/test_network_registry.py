@@ -17,7 +17,7 @@ import train_device_specific
 from helpers.outputs.complexity import model_complexity
 from helpers.outputs.submission import ExportError, carried_modules, export_submission
 from helpers.setup.checkpoints import CheckpointError
-from helpers.setup.flags import build_parser, parse_args
+from helpers.setup.flags import build_parser, parse_args, written_network_flags
 from helpers.setup.model_loader import read_system
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network
@@ -212,12 +212,12 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     devices = ["a", "b", "s4", "unknown"]
     train_export_and_reference = (
         "import json, sys, torch; import train_base, export_submission; from dataset.audio import load_audio; "
-        "from helpers.setup.model_loader import load_device_system; from helpers.training.module import "
+        "from helpers.setup.model_loader import read_device_system; from helpers.training.module import "
         "SceneClassifier; from models.inference import store_for_submission; "
         "run_id, _ = train_base.main(json.loads(sys.argv[1])); "
         "export_submission.main(['--ckpt_id', run_id, '--submission_name', 'Toy_TEST_task1', "
         "'--submission_index', '1']); "
-        "system, ckpt, _ = load_device_system(run_id, 'DCASE25_Task1'); "
+        "system, ckpt, _ = read_device_system(run_id, 'DCASE25_Task1'); "
         "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
         "store_for_submission(system); "
         "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
@@ -267,4 +267,4 @@ def test_checkpoints_without_a_record_are_cp_mobile_from_their_hyper_parameters_
     bare = torch_save({"state_dict": checkpoint["state_dict"]}, tmp_path / "bare.ckpt")
     assert network_record(read_system(bare)[0]) == network_record(wide)
     args = parse_args(build_parser("device", ""), ["--base_channels", "40"])
-    assert network_record(read_system(bare, args)[0]) == network_record(wide)
+    assert network_record(read_system(bare, written_network_flags(args))[0]) == network_record(wide)

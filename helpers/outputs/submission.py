@@ -29,7 +29,7 @@ from dataset.errors import UserError
 from helpers.files import atomic_path, write_text
 from helpers.outputs.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.setup.checkpoints import hyper_parameters, resolve_checkpoint
-from helpers.setup.model_loader import load_device_system
+from helpers.setup.model_loader import read_device_system
 from models.frontend import LogMelFrontEnd
 from models.inference import store_for_submission
 from models.registry import build_frontend, network_record
@@ -264,7 +264,7 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
     ckpt_path = resolve_checkpoint(str(ckpt_id), project_name)
     # the network is the one the checkpoint records; a stage-1 run exports with every device on the
     # general model
-    system, checkpoint, _ = load_device_system(ckpt_path, project_name, prefix=ckpt_prefix)
+    system, checkpoint, _ = read_device_system(ckpt_path, project_name, prefix=ckpt_prefix)
     hparams = hyper_parameters(checkpoint)
     devices = list(system.device_models)
     config = package_config(network_record(system), hparams, devices)
