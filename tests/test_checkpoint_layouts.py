@@ -16,6 +16,7 @@ from helpers import teacher_logits
 from helpers.setup.checkpoints import CheckpointError
 from helpers.setup.flags import written_network_flags
 from helpers.setup.model_loader import read_system
+from models.multi_device import MultiDeviceModel
 from models.registry import build_network, network_record
 
 FRONT_END = TINY_NETWORK[2:]  # without --base_channels: the network is the checkpoint's
@@ -67,6 +68,24 @@ def organisers_format(folder, width):
 
 def same_weights(a, b):
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_a_checkpoint_of_this_project_is_read_from_its_record_without_the_other_layouts(tmp_path, monkeypatch):
+    from helpers.setup import model_loader
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint with a record went through the other layouts' search")
+    monkeypatch.setattr(model_loader, "choose_system", refuse)
+    monkeypatch.setattr(model_loader, "foreign_settings", refuse)
+    net = network(base_channels=8, n_blocks=(2, 2, 2))
+    state = {**prefixed("model.", net), "frontend.mel.window": torch.ones(3)}
+    torch.save({"state_dict": state, "network": network_record(net)}, tmp_path / "own.ckpt")
+    system, _, prefix = read_system(tmp_path / "own.ckpt")
+    assert prefix == "model." and network_record(system) == network_record(net) and same_weights(system.base_model, net)
+    container = MultiDeviceModel(net, ["a", "phone9"])
+    torch.save({"state_dict": prefixed("model.", container), "network": network_record(net)}, tmp_path / "two.ckpt")
+    system, _, prefix = read_system(tmp_path / "two.ckpt")
+    assert prefix == "model.base_model." and list(system.device_models) == ["a", "phone9"]
 
 
 def test_student_and_teacher_in_one_file(tmp_path, capsys):
