@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from dataset import validation
 from dataset.audio import AudioError, ClipReader
-from dataset.errors import DataError
+from helpers.base.errors import DataError
 
 CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square",
            "shopping_mall", "street_pedestrian", "street_traffic", "tram"]

@@ -1116,7 +1116,7 @@ def write_demo_dataset(root, seed: int = 0, scale: float = 1.0, force: bool = Fa
 
 
 def main(argv=None) -> None:
-    from dataset.command_line import StrictParser  # flags written in full, with a hint for a mistyped one
+    from helpers.base.command_line import StrictParser  # flags written in full, with a hint for a mistyped one
     parser = StrictParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_data", help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the generator")

@@ -16,7 +16,7 @@ import av
 import pandas as pd
 
 from dataset.audio import decoder_reason
-from dataset.errors import DataError
+from helpers.base.errors import DataError
 
 SHOWN = 5  # problems listed by name before "and N more"
 

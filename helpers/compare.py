@@ -10,7 +10,7 @@ write are never replaced). The logic: helpers/outputs/comparison.py.
 """
 import sys
 
-from dataset.command_line import StrictParser
+from helpers.base.command_line import StrictParser
 from helpers.outputs.comparison import compare
 
 

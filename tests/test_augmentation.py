@@ -15,8 +15,8 @@ import train_base
 import train_device_specific
 from dataset.audio import load_audio
 from dataset.demo import write_demo_impulse_responses, write_wav
-from dataset.errors import DataError
 from dataset.impulse_responses import load_impulse_responses
+from helpers.base.errors import DataError
 from helpers.setup.flags import build_parser, parse_args
 from helpers.training.augmentation import (
     Mix,

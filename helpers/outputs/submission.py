@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from dataset.dcase25 import CLASSES, split_file
-from dataset.errors import UserError
+from helpers.base.errors import UserError
 from helpers.files import atomic_path, write_text
 from helpers.outputs.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.setup.checkpoints import hyper_parameters, resolve_checkpoint

@@ -9,8 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from dataset.command_line import StrictParser
 from dataset.dcase25 import TRAIN_DEVICES
+from helpers.base.command_line import StrictParser
 from helpers.files import write_text
 from models.quantization import QUANTIZE_CHOICES
 from models.registry import DEFAULT_NETWORK, flag_fields, make_config, networks

@@ -5,7 +5,7 @@ import math
 import lightning as L
 import torch
 
-from dataset.errors import UserError
+from helpers.base.errors import UserError
 from helpers.training.augmentation import TrainingAugmentation
 from helpers.training.losses import training_loss
 from helpers.training.metrics import SceneDeviceAccuracy

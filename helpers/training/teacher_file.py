@@ -16,7 +16,7 @@ import torch
 
 from dataset import validation
 from dataset.dcase25 import CLASSES
-from dataset.errors import DataError
+from helpers.base.errors import DataError
 from helpers.files import atomic_path
 
 FLAG = "--teacher_logits"
