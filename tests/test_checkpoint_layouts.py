@@ -12,7 +12,7 @@ from conftest import TINY_NETWORK
 import export_submission
 import train_base
 import train_device_specific
-from helpers import teacher_logits
+from helpers import write_teacher_logits
 from helpers.setup.checkpoints import CheckpointError
 from helpers.setup.flags import written_network_flags
 from helpers.setup.model_loader import read_system
@@ -222,8 +222,9 @@ def test_stage2_evaluate_and_export_take_each_layout(workdir_factory, monkeypatc
         stage2 = torch.load(root / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt", weights_only=True)
         assert stage2["network"]["config"]["base_channels"] == net.config.base_channels
         if layout == "student_and_teacher":  # the teacher inside, by its prefix; the student to start stage 1 from
-            table = pd.read_csv(teacher_logits.main([str(path), "--ckpt_prefix", "teacher_model.", "--out", "t.tsv",
-                                                     *FLAGS]), sep="\t")
+            written = write_teacher_logits.main([str(path), "--ckpt_prefix", "teacher_model.", "--out", "t.tsv",
+                                                 *FLAGS])
+            table = pd.read_csv(written, sep="\t")
             assert len(table) == 80 + 90
             general, _ = train_base.main(["--init_ckpt", str(path), *FLAGS])
             assert (root / "DCASE25_Task1" / general / "checkpoints" / "last.ckpt").is_file()

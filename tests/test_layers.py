@@ -26,7 +26,8 @@ LAYERS = (
     ("helpers.training",),  # the training step: module, augmentation, losses, metrics, teacher file
     ("helpers.setup",),  # run set-up: flags, run ids, data, loggers, trainer, checkpoints
     ("helpers.outputs",),  # results, figures, comparison, complexity, predictions, the package
-    ("helpers.stage", "helpers.compare", "helpers.complexity", "helpers.figures", "helpers.teacher_logits"),
+    ("helpers.stage", "helpers.compare_runs", "helpers.complexity_table", "helpers.figures",
+     "helpers.write_teacher_logits"),  # the commands
     SCRIPTS,
 )
 # the project modules these may import (and no others)

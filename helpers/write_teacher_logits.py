@@ -1,7 +1,7 @@
 """Write the teacher file for knowledge distillation, from one run or an ensemble of runs:
 
-    python -m helpers.teacher_logits teacher1 teacher2 --dataset_dir DIR --out teachers.tsv
-    python -m helpers.teacher_logits RUN [RUN ...] --demo --out teacher_logits.tsv
+    python -m helpers.write_teacher_logits teacher1 teacher2 --dataset_dir DIR --out teachers.tsv
+    python -m helpers.write_teacher_logits RUN [RUN ...] --demo --out teacher_logits.tsv
 
 RUN is a run id (or .ckpt path) of train_base.py, a general teacher (every clip through its
 model), or of train_device_specific.py, a device-specific teacher (every clip through its
