@@ -15,7 +15,8 @@ import torch
 import train_base
 import train_device_specific
 from helpers.outputs.complexity import model_complexity
-from helpers.outputs.submission import ExportError, carried_modules, export_submission
+from helpers.outputs.package_files import carried_modules
+from helpers.outputs.submission import ExportError, export_submission
 from helpers.setup.checkpoints import CheckpointError
 from helpers.setup.flags import build_parser, parse_args, written_network_flags
 from helpers.setup.model_loader import read_system
@@ -168,14 +169,14 @@ def test_the_package_carries_models_whole_and_the_two_modules_it_needs(tmp_path,
     models = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "models").glob("*.py"))
     assert carried == models + ["dataset/audio.py", "helpers/outputs/drawing.py"]
     # a module of models/ importing what the package does not carry is refused, naming both
-    from helpers.outputs import submission
+    from helpers.outputs import package_files
     fake = tmp_path / "repo"
     shutil.copytree(REPO / "models", fake / "models")
     (fake / "dataset").mkdir(), (fake / "helpers" / "outputs").mkdir(parents=True)
     for path in ("dataset/audio.py", "helpers/outputs/drawing.py"):
         shutil.copy(REPO / path, fake / path)
     (fake / "models" / "leaky.py").write_text("from helpers.setup.flags import build_parser\n")
-    monkeypatch.setattr(submission, "REPO", fake)
+    monkeypatch.setattr(package_files, "REPO", fake)
     with pytest.raises(ExportError, match="models/leaky.py imports helpers.setup.flags"):
         carried_modules()
 

@@ -16,7 +16,8 @@ import train_base
 import train_device_specific
 from helpers import write_teacher_logits
 from helpers.outputs.complexity import model_complexity, over_limits_warning
-from helpers.outputs.submission import REPO, ExportError, carried_modules, export_submission, imported_modules
+from helpers.outputs.package_files import REPO, carried_modules, imported_modules
+from helpers.outputs.submission import ExportError, export_submission
 from helpers.setup.flags import parse_args, stage1_parser
 from models import passt
 from models.registry import NetworkError, build_frontend, build_network
