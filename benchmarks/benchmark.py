@@ -8,7 +8,7 @@
 (d) evaluation clips/s of the grouped device container on a batch mixing all nine devices, computed
     as evaluation computes it (models/inference.py: on a CPU a copy of each network made for speed, in
     32 bits on a CPU, half precision on a GPU); (d') the same in the other arithmetic; (d'') the networks
-    themselves in the chosen dtype, whole groups at once (how evaluation computed before those copies);
+    themselves in the chosen dtype, whole groups at once (without those copies);
 (e) the same batch one clip at a time in half precision, as the organisers' container does;
 (f) seconds to test the whole demo test split (both systems' final test uses this path).
 (a), (b) and (c) are the batch size over the median time of a training step (full batches; for (b)

@@ -64,7 +64,7 @@ def grouped_rate(system, features, devices, compute, device, repeats=5):
 @torch.no_grad()
 def evaluation_throughput(device, input_shape):
     """(d) the grouped container as evaluation computes it (``models.inference.infer``), (d') in the
-    arithmetic not chosen, (d'') the network itself, as before the copies made for speed, vs (e) one
+    arithmetic not chosen, (d'') the network itself, without the copies made for speed, vs (e) one
     clip at a time in half precision, on the same batch mixing all nine devices."""
     torch.manual_seed(0)
     system = MultiDeviceModel(Network(), dcase25.TRAIN_DEVICES).to(device).eval().half()

@@ -23,7 +23,8 @@ SCALE = 0.15  # 205 training and 180 test clips per variant: the classifier test
 TINY = 0.02  # one clip per scene and device: for the tests of writing and markers
 CSV_FILES = ("meta.csv", "split_setup/split25.csv", "split_setup/test.csv", "eval/evaluation_setup/fold1_test.csv")
 
-# Recorded from the generator before the hard variant existed (seed 0, scale 0.05: conftest's demo_dir).
+# The default variant's files as recorded (seed 0, scale 0.05: conftest's demo_dir): the hard variant leaves
+# them unchanged.
 DEFAULT_SHA256 = {
     ".demo_complete": "d5781a1c4cfd0629026ef84b4d45d987dbaaa84e947bafff830a8a884c7f7238",
     "meta.csv": "6e8c1cac6623681bf4fb7436fca0b9b52b8093d1944a106fa3ef84b850186a6c",
