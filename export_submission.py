@@ -8,8 +8,8 @@ with its test_complexity.py and evaluate_submission.py before submitting (docs/s
 """
 import sys
 
-from dataset.command_line import StrictParser
-from dataset.errors import UserError
+from helpers.base.command_line import StrictParser
+from helpers.base.errors import UserError
 from helpers.outputs.submission import export_submission
 
 

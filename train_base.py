@@ -8,7 +8,7 @@ all training devices together; validate on the development-test split; test the 
 """
 from helpers.setup.console import run_cli
 from helpers.setup.flags import parse_args, stage1_parser
-from helpers.setup.model_loader import start_model
+from helpers.setup.general_model import start_model
 from helpers.stage import Stage
 from helpers.training.module import SceneClassifier
 

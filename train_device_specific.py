@@ -27,10 +27,12 @@ def main(argv=None):
 
     # the data is checked before anything is written: a broken set never starts a run
     train, test = stage.check_inputs(teacher_devices=args.train_devices)
-    finished = stage.start()
+    finished = stage.take_run()
     if finished is not None:
         return stage.run_id, finished
+    # the checkpoint is read and checked before the run is recorded: a refused one leaves no run folder
     system, general_ckpt, completed = stage2_system(args, stage.resume_from)
+    stage.record_run()
     set_network_flags(args, network_record(system))  # the run's flags describe the network it trains
     stage.announce_model(system.base_model, sentence=False)  # every device model starts as a copy of it
     config = vars(args)

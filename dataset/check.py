@@ -9,12 +9,12 @@ archive each clip comes from where the download command recorded it. A folder co
 import sys
 from pathlib import Path
 
-from dataset import validation
-from dataset.command_line import StrictParser
+from dataset import audio_checks, validation
 from dataset.dcase25 import read_meta
-from dataset.errors import DataError
 from dataset.sources import EVALUATION, ONLY_SPLIT_FILES, PUBLISHED_TOTALS
 from dataset.unpack import all_records
+from helpers.base.command_line import StrictParser
+from helpers.base.errors import DataError
 
 SAMPLE_RATE = 44_100  # of the published clips
 
@@ -38,7 +38,7 @@ def check_folder(dataset_dir, split_dir="split_setup", only_split=None) -> list:
         names = [name for split in splits.values() for name in split["filename"]]
     else:
         names = list(meta["filename"])
-    report = validation.scan_audio(dataset_dir, names, SAMPLE_RATE)
+    report = audio_checks.scan_audio(dataset_dir, names, SAMPLE_RATE)
     _refuse_missing(report, dataset_dir, only_split)
     lines = [f"All {report.scanned:,} clips {_named_by(splits, only_split)} are present in {dataset_dir} with a "
              "readable header."]
@@ -78,7 +78,7 @@ def _check_evaluation(dataset_dir: Path) -> list:
     device = "device_id" if "device_id" in table.columns else "source_label"
     validation.check_columns(table, path, ("filename", device))
     validation.check_evaluation_table(table, path, device)
-    report = validation.scan_audio(dataset_dir, table["filename"], SAMPLE_RATE)
+    report = audio_checks.scan_audio(dataset_dir, table["filename"], SAMPLE_RATE)
     _refuse_missing(report, dataset_dir, None)
     return [f"All {report.scanned:,} clips of {EVALUATION.table} are present in {dataset_dir} with a readable "
             "header.", *report.notes(),

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from dataset import validation
 from dataset.audio import AudioError, ClipReader
-from dataset.errors import DataError
+from helpers.base.errors import DataError
 
 CLASSES = ["airport", "bus", "metro", "metro_station", "park", "public_square",
            "shopping_mall", "street_pedestrian", "street_traffic", "tram"]
@@ -99,7 +99,7 @@ class AudioDataset(Dataset):
     """Clips of a selection of ``meta.csv`` -> ``(waveform [1, samples], label, device, filename)``.
 
     ``label`` is the index into ``CLASSES`` (-1 when the rows carry no scene label). It only reads
-    audio: training augmentations act on the batch (``models/augmentation.py``). With an
+    audio: training augmentations act on the batch (``helpers/training/augmentation.py``). With an
     ``AudioCache`` the waveforms come from it, already resampled, instead of from the wav files.
     Wav files come at ``sample_rate`` (files at another rate are resampled) and ``seconds`` long
     (padded or cut), so that every batch collates.

@@ -14,9 +14,7 @@ from pathlib import Path
 import pooch
 
 from dataset.check import check_folder
-from dataset.command_line import StrictParser
 from dataset.dcase25 import DATASET_DIR_ENV, SPLIT_URL, split_file
-from dataset.errors import DataError
 from dataset.fetch import Bars, fetch_archive, fetch_listing, say
 from dataset.sources import (
     DEVELOPMENT,
@@ -31,6 +29,8 @@ from dataset.sources import (
 )
 from dataset.unpack import STATE, free_bytes, gb, read_record, still_unpacked, unpack
 from dataset.validation import read_table
+from helpers.base.command_line import StrictParser
+from helpers.base.errors import DataError
 
 # zip compresses wav files by little: the estimate before the first byte is generous, and the exact size
 # is checked from each archive's own listing before it is unpacked

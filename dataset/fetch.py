@@ -18,8 +18,8 @@ import pooch
 import requests
 from tqdm import tqdm
 
-from dataset.errors import DataError
 from dataset.sources import Archive
+from helpers.base.errors import DataError
 
 TIMEOUT = 60  # seconds without an answer before the connection counts as lost
 CHUNK = 1 << 20  # bytes written per step

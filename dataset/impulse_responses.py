@@ -10,7 +10,7 @@ import torch
 import torchaudio
 
 from dataset.audio import AudioError, load_audio
-from dataset.errors import DataError
+from helpers.base.errors import DataError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".aif", ".aiff", ".ogg", ".mp3")
 SILENCE = 1e-6  # a response whose largest sample is below this (about -120 dBFS) is silent

@@ -8,7 +8,7 @@ so that a changed or truncated archive is refused even where the listing itself 
 import re
 from dataclasses import dataclass, field
 
-from dataset.errors import DataError
+from helpers.base.errors import DataError
 
 ZENODO = "https://zenodo.org"
 DEVELOPMENT_PREFIX = "TAU-urban-acoustic-scenes-2022-mobile-development"

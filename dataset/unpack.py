@@ -14,9 +14,9 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from dataset.errors import DataError
 from dataset.fetch import disk_full_message, short_name
 from dataset.sources import Archive
+from helpers.base.errors import DataError
 
 STATE = ".dcase25_download"  # beside the data folders: listings and the records of unpacked archives
 

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dataset.command_line import StrictParser
+from helpers.base.command_line import StrictParser
 from helpers.files import atomic_path
 from helpers.outputs.results import find_run_dir, read_results, write_figures
 

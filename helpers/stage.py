@@ -21,7 +21,7 @@ from helpers.setup.data import (
 )
 from helpers.setup.flags import evaluation_commands, stage2_command
 from helpers.setup.loggers import close_logger, make_logger
-from helpers.setup.runs import finished_results, start_run
+from helpers.setup.runs import finished_results, record_run, take_run_id
 from helpers.setup.trainer import make_trainer, set_log_interval
 from helpers.training.teacher_file import read_teacher_logits
 from models.registry import build_frontend
@@ -82,9 +82,16 @@ class Stage:
         return train, test
 
     def start(self):
-        """Take the run id (new, or the run to continue) and the checkpoint to continue from. Returns the
-        results of a run that has finished already (it is said, and nothing is changed), else None."""
-        self.run_id, self.resume_from = start_run(self.args, self.name)
+        """``take_run``, then the run recorded (``record_run``). Returns what ``take_run`` does."""
+        finished = self.take_run()
+        self.record_run()
+        return finished
+
+    def take_run(self):
+        """Take the run id (new, or the run to continue) and the checkpoint to continue from; nothing is
+        written. Returns the results of a run that has finished already (it is said, and nothing is
+        changed), else None."""
+        self.run_id, self.resume_from = take_run_id(self.args, self.name)
         self.run_dir = Path(self.args.project_name) / self.run_id
         results = finished_results(self.args.project_name, self.run_id)
         if self.resume_from is None or results is None:
@@ -93,6 +100,10 @@ class Stage:
                         "was changed. Start a new run without --resume, or go on from it.\n"
                         + NEXT_COMMANDS[self.name](self.args, self.run_id))
         return results
+
+    def record_run(self) -> None:
+        """The run's ``run.json``: from here on the run has a folder."""
+        record_run(self.args.project_name, self.run_id, self.name)
 
     def open_logger(self, config: dict = None) -> None:
         """The run's logger (Weights & Biases or CSV), with ``config`` added to the run's flags."""

@@ -24,7 +24,7 @@ with warnings.catch_warnings():  # the module's TorchScript helpers warn that To
     warnings.simplefilter("ignore", DeprecationWarning)
     from torch.fx.experimental.optimization import fuse
 
-CPU_BATCH = 32  # clips per forward pass on a CPU (256 at once were 2-3x slower per clip)
+CPU_BATCH = 32  # clips per forward pass on a CPU: larger batches' activations fall out of the caches
 _forms = weakref.WeakKeyDictionary()  # network -> (the values it was made from, the copy computing it)
 
 

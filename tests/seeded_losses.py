@@ -1,9 +1,8 @@
 """Seeded training losses of a tiny stage-1 run, per training step.
 
-The numbers stored in ``tests/test_augmentation.py`` were printed by this script on the code
-before the augmentations moved into ``models/augmentation.py``; the test recomputes them, so
-that moving code changes no random draw and no arithmetic. It uses only pieces that exist
-before and after that change (flags, ``make_loader``, ``open_cache``, ``SceneClassifier``).
+The numbers stored in ``tests/test_augmentation.py`` were printed by this script; the test recomputes
+them, so that moving code changes no random draw and no arithmetic. It uses only the pieces every
+training run uses (flags, ``make_loader``, ``open_cache``, ``SceneClassifier``).
 
     python tests/seeded_losses.py [SETTING ...]     # prints the losses (default: of every setting)
 """
@@ -28,18 +27,17 @@ from helpers.training.module import SceneClassifier  # noqa: E402
 DEMO_SCALE = 0.05  # 80 training clips: 5 steps of 16 per epoch
 # a narrow network and a small front end keep it fast; the augmentations are what is compared. The
 # learning rate is 0: every step's loss then depends on the seeded network, the data and every random
-# draw, but not on how the optimiser amplifies the last bits in which CPUs' kernels differ (with
-# training, 2 cores of an Intel Xeon and of an AMD EPYC parted by 4e-5 at the third step, 3 % by the tenth)
+# draw, but not on how the optimiser amplifies, step by step, the last bits in which CPUs' kernels differ
 TINY = ["--n_epochs", "2", "--batch_size", "16", "--num_workers", "0", "--warmup_steps", "3", "--seed", "3",
         "--lr", "0",
         "--base_channels", "8", "--sample_rate", "16000", "--n_mels", "32", "--n_fft", "512", "--window_length", "400",
         "--hop_length", "320", "--freqm", "8"]
 SETTINGS = {
     # the organisers' augmentations (roll 0.1 s, frequency masking, MixStyle p 0.4), data read in the
-    # main process: roll drew its shifts there before, clip by clip, and draws the same ones now
+    # main process, where roll draws its shifts clip by clip
     "defaults": [],
-    # the same with a DataLoader worker: roll drew its shifts from the worker's random generator
-    # before and from the main process's now, so these losses are NOT the same before and after
+    # the same with a DataLoader worker: not recorded, as roll draws its shifts from the main process's
+    # generator where the organisers' code drew them in the worker
     "defaults_worker": ["--num_workers", "1"],
     # no roll; frequency and time masking and MixStyle on every batch; a worker; the audio cache
     "no_roll_worker_cache": ["--roll_sec", "0", "--timem", "20", "--mixstyle_p", "1.0", "--num_workers", "1",
@@ -64,8 +62,8 @@ def seeded_losses(dataset_dir, setting: str, cache_dir) -> list:
     flags = [flag.format(cache=cache_dir) for flag in SETTINGS[setting]]
     args = parse_args(build_parser("base", ""), [*TINY, *flags])
     rows = training_rows(dataset_dir, Path(dataset_dir) / "split_setup")
-    # the cache (if any) is built before seeding, as a run finds it: building drew from the global random
-    # state before commit 85683c3, so the losses of the run that built it differed from those that found it
+    # the cache (if any) is built before seeding, as a run finds it: building it draws no random number, so
+    # a run that builds the cache and one that finds it give the same losses
     cache = open_cache(args, dataset_dir, rows)
     L.seed_everything(args.seed, workers=True, verbose=False)
     loader = make_loader(dataset_dir, rows, args, train=True, cache=cache)

@@ -1,4 +1,4 @@
-"""The training augmentations (models/augmentation.py): roll, DIR, mixup, masking, MixStyle, their
+"""The training augmentations (helpers/training/augmentation.py): roll, DIR, mixup, masking, MixStyle, their
 order, the impulse responses (dataset/impulse_responses.py), and the unchanged seeded baseline."""
 import math
 import struct
@@ -15,8 +15,8 @@ import train_base
 import train_device_specific
 from dataset.audio import load_audio
 from dataset.demo import write_demo_impulse_responses, write_wav
-from dataset.errors import DataError
 from dataset.impulse_responses import load_impulse_responses
+from helpers.base.errors import DataError
 from helpers.setup.flags import build_parser, parse_args
 from helpers.training.augmentation import (
     Mix,
@@ -37,11 +37,8 @@ from conftest import DEMO_SCALE, SHARED_DATA  # noqa: E402
 
 LOG_FLOOR = math.log(1e-5)
 
-# Printed by tests/seeded_losses.py (learning rate 0, see there) on the code before the augmentations moved
-# here (commit 734ff83, with that script), on 2 cores of an Intel Xeon; the code of today gives the same
-# numbers bit for bit there. "defaults_worker" is not among them: see the script (roll's shifts now come
-# from another generator). "no_roll_worker_cache" was re-recorded there (and checked here) when the script
-# began to build the cache before seeding (see the script).
+# Printed by tests/seeded_losses.py (learning rate 0, see there): the augmentations must give these numbers
+# bit for bit on the machine that recorded them. "defaults_worker" is not among them (see the script).
 RECORDED_LOSSES = {
     "defaults": [2.343679189682007, 2.4591269493103027, 2.213247537612915, 2.285071611404419, 2.297292470932007,
                  2.3367979526519775, 2.371912717819214, 2.3509368896484375, 2.307927370071411, 2.3949830532073975],
@@ -85,9 +82,8 @@ def rng_untouched(action):
                                      for s in sorted(RECORDED_LOSSES)])  # a DataLoader worker: seconds more
 def test_seeded_losses_equal_those_recorded_before_the_move(demo, tmp_path, setting):
     losses = seeded_losses.seeded_losses(demo, setting, tmp_path / "cache")
-    # bit-identical on the machine that recorded them; the tolerance only allows for other CPUs' kernels
-    # (an AMD EPYC's first loss lies 1e-7 from the Intel Xeon's); a roll range of 0.099 s instead of 0.1 s
-    # moves the losses by 6e-4 to 5e-2
+    # bit-identical on the machine that recorded them; the tolerance allows only for other CPUs' kernels,
+    # far below what any change of an augmentation moves (docs/reliability.md)
     assert losses == pytest.approx(RECORDED_LOSSES[setting], rel=1e-5, abs=0)
 
 

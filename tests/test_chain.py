@@ -13,7 +13,7 @@ from conftest import TINY_NETWORK
 import export_submission
 import train_base
 import train_device_specific
-from helpers import compare, complexity, figures, teacher_logits
+from helpers import compare_runs, complexity_table, figures, write_teacher_logits
 
 FLAGS = ["--demo", *TINY_NETWORK, "--n_epochs", "1", "--batch_size", "16", "--num_workers", "0",
          "--warmup_steps", "1", "--check_val_every_n_epoch", "1", "--wandb_mode", "disabled"]
@@ -64,7 +64,7 @@ def test_evaluation_set_predictions(in_chain, capsys):
 
 
 def test_teacher_file_of_a_device_specific_run(in_chain):
-    out = teacher_logits.main([in_chain["system"], "--out", "teacher.tsv", *FLAGS])
+    out = write_teacher_logits.main([in_chain["system"], "--out", "teacher.tsv", *FLAGS])
     table = pd.read_csv(out, sep="\t")
     assert len(table) == 80 + 90 and table.shape[1] == 11  # every training and test clip, ten classes
 
@@ -74,9 +74,9 @@ def test_export_compare_figures_and_complexity(in_chain, capsys):
                                       "--submission_index", "1"])
     assert (package / "Chain_TEST_task1" / "Chain_TEST_task1_1.py").is_file()
     assert (package / "Chain_TEST_task1" / "models" / "cp_mobile.py").is_file()
-    table = compare.main([in_chain["general"], in_chain["system"], "--out", "chain_comparison"])
+    table = compare_runs.main([in_chain["general"], in_chain["system"], "--out", "chain_comparison"])
     assert table.count("| General Model |") == 2 and "| Device-specific Models |" in table
     drawn = figures.main([in_chain["system"], "--out_dir", "figures"])
     assert {p.name for p in drawn} >= {"accuracy_map_difference.png", "confusion_general_model.png"}
-    complexity.main([])
+    complexity_table.main([])
     assert "**61,148** | **29,419,156**" in capsys.readouterr().out  # the baseline's table

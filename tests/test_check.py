@@ -6,9 +6,9 @@ import pytest
 from conftest import SHARED_DATA
 
 from dataset import check
-from dataset.errors import DataError
 from dataset.sources import PUBLISHED_TOTALS
 from dataset.validation import read_table
+from helpers.base.errors import DataError
 
 
 def test_the_demo_set_passes_and_is_not_the_published_set(demo_dir, capsys):

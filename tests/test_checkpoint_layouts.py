@@ -2,6 +2,7 @@
 (helpers/setup/model_loader.py) wherever a checkpoint is taken: the one-line messages a user sees (fast),
 and stage 2, --evaluate and the export run on each layout (slow)."""
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -11,9 +12,11 @@ from conftest import TINY_NETWORK
 import export_submission
 import train_base
 import train_device_specific
-from helpers import teacher_logits
+from helpers import write_teacher_logits
 from helpers.setup.checkpoints import CheckpointError
+from helpers.setup.flags import written_network_flags
 from helpers.setup.model_loader import read_system
+from models.multi_device import MultiDeviceModel
 from models.registry import build_network, network_record
 
 FRONT_END = TINY_NETWORK[2:]  # without --base_channels: the network is the checkpoint's
@@ -67,6 +70,24 @@ def same_weights(a, b):
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
+def test_a_checkpoint_of_this_project_is_read_from_its_record_without_the_other_layouts(tmp_path, monkeypatch):
+    from helpers.setup import model_loader
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a checkpoint with a record went through the other layouts' search")
+    monkeypatch.setattr(model_loader, "choose_system", refuse)
+    monkeypatch.setattr(model_loader, "foreign_settings", refuse)
+    net = network(base_channels=8, n_blocks=(2, 2, 2))
+    state = {**prefixed("model.", net), "frontend.mel.window": torch.ones(3)}
+    torch.save({"state_dict": state, "network": network_record(net)}, tmp_path / "own.ckpt")
+    system, _, prefix = read_system(tmp_path / "own.ckpt")
+    assert prefix == "model." and network_record(system) == network_record(net) and same_weights(system.base_model, net)
+    container = MultiDeviceModel(net, ["a", "phone9"])
+    torch.save({"state_dict": prefixed("model.", container), "network": network_record(net)}, tmp_path / "two.ckpt")
+    system, _, prefix = read_system(tmp_path / "two.ckpt")
+    assert prefix == "model.base_model." and list(system.device_models) == ["a", "phone9"]
+
+
 def test_student_and_teacher_in_one_file(tmp_path, capsys):
     path, student = student_and_teacher(tmp_path)
     system, _, prefix = read_system(path)
@@ -109,7 +130,7 @@ def test_flags_that_contradict_the_shapes_are_refused_with_both_values(tmp_path)
     args = train_device_specific.parse_args(train_device_specific.stage2_parser(""),
                                             ["--ckpt_id", str(path), "--expansion_rate", "2.1"])
     with pytest.raises(CheckpointError, match="--expansion_rate 2.1 given here, the checkpoint's network has 3.0"):
-        read_system(path, args)
+        read_system(path, written_network_flags(args))
 
 
 def test_another_architecture_is_refused_naming_its_entries(tmp_path):
@@ -127,6 +148,41 @@ def test_another_architecture_is_refused_naming_its_entries(tmp_path):
     torch.save({"state_dict": state, "network": network_record(net)}, tmp_path / "extra.ckpt")
     with pytest.raises(CheckpointError, match=r"the network has no stages.s3.extra.weight \[4\]"):
         read_system(tmp_path / "extra.ckpt")
+
+
+def test_a_network_whose_blocks_are_not_cp_mobiles_is_refused_naming_the_entries_that_do_not_fit(tmp_path):
+    """A participant's CP-Mobile with a second stem and its blocks under other names: the message names the
+    first entries without a place in CP-Mobile, with their shapes, and what CP-Mobile has there."""
+    net = network(base_channels=8)
+    state = {}
+    for key, value in net.state_dict().items():
+        if key.startswith("in_c."):
+            state[f"model.{key}"] = value
+    state["model.stem2.0.weight"] = torch.ones(16, 8, 3, 3)
+    state["model.stem2.1.weight"] = torch.ones(16)
+    for key, value in net.state_dict().items():
+        if not key.startswith("in_c."):
+            state["model." + re.sub(r"^stages\.s(\d)\.b(\d)", r"layers.\1.\2", key)] = value
+    torch.save({"state_dict": state}, tmp_path / "stems.ckpt")
+    with pytest.raises(CheckpointError) as err:
+        read_system(tmp_path / "stems.ckpt")
+    message = str(err.value)
+    assert "stems.ckpt" in message and "start like cp_mobile's" in message
+    assert "model.stem2.0.weight [16, 8, 3, 3], model.stem2.1.weight [16], model.layers.1.1.block.0.0.weight" in message
+    assert "where cp_mobile has stages.s1.b1.block.0.0.weight [" in message
+
+
+def test_stage2_refusing_a_checkpoint_writes_nothing(tmp_path, demo_dir, monkeypatch):
+    """The checkpoint is read and checked before the run id is taken: a refused one leaves no run folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DCASE25_RUN_ID", "")
+    monkeypatch.delenv("DCASE25_RUN_ID")  # restored (absent) afterwards
+    (tmp_path / "demo_data").symlink_to(demo_dir)
+    other = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    torch.save({"state_dict": prefixed("model.", other)}, tmp_path / "other.ckpt")
+    with pytest.raises(CheckpointError, match="holds no network of this project"):
+        train_device_specific.main(["--ckpt_id", "other.ckpt", *FLAGS])
+    assert not (tmp_path / "DCASE25_Task1").exists()
 
 
 def test_container_without_a_general_model_is_refused(tmp_path):
@@ -166,8 +222,9 @@ def test_stage2_evaluate_and_export_take_each_layout(workdir_factory, monkeypatc
         stage2 = torch.load(root / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt", weights_only=True)
         assert stage2["network"]["config"]["base_channels"] == net.config.base_channels
         if layout == "student_and_teacher":  # the teacher inside, by its prefix; the student to start stage 1 from
-            table = pd.read_csv(teacher_logits.main([str(path), "--ckpt_prefix", "teacher_model.", "--out", "t.tsv",
-                                                     *FLAGS]), sep="\t")
+            written = write_teacher_logits.main([str(path), "--ckpt_prefix", "teacher_model.", "--out", "t.tsv",
+                                                 *FLAGS])
+            table = pd.read_csv(written, sep="\t")
             assert len(table) == 80 + 90
             general, _ = train_base.main(["--init_ckpt", str(path), *FLAGS])
             assert (root / "DCASE25_Task1" / general / "checkpoints" / "last.ckpt").is_file()

@@ -1,4 +1,4 @@
-"""Tests for the synthetic demo data set (dataset/demo.py).
+"""Tests for the synthetic demo data set (dataset/demo/).
 
 Most tests share one small data set (module-scoped fixture); the
 determinism/idempotence tests write their own, even smaller, ones.

@@ -1,4 +1,4 @@
-"""Tests for the hard variant of the demo set (``--variant hard``: dataset/demo.py, section "Hard variant").
+"""Tests for the hard variant of the demo set (``--variant hard``: dataset/demo/hard_*.py).
 
 Its layout against the default's, determinism, the default variant left as it was, the markers of the
 two variants, the devices made by impulse responses (the unseen ones never among the responses written
@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,12 +17,14 @@ import pytest
 from test_demo_data import NAME_PATTERN, parse, read_tsv, read_wav
 
 from dataset import demo
+from dataset.demo import hard_devices
 
 SCALE = 0.15  # 205 training and 180 test clips per variant: the classifier test needs a few test locations
 TINY = 0.02  # one clip per scene and device: for the tests of writing and markers
 CSV_FILES = ("meta.csv", "split_setup/split25.csv", "split_setup/test.csv", "eval/evaluation_setup/fold1_test.csv")
 
-# Recorded from the generator before the hard variant existed (seed 0, scale 0.05: conftest's demo_dir).
+# The default variant's files as recorded (seed 0, scale 0.05: conftest's demo_dir): the hard variant leaves
+# them unchanged.
 DEFAULT_SHA256 = {
     ".demo_complete": "d5781a1c4cfd0629026ef84b4d45d987dbaaa84e947bafff830a8a884c7f7238",
     "meta.csv": "6e8c1cac6623681bf4fb7436fca0b9b52b8093d1944a106fa3ef84b850186a6c",
@@ -119,7 +122,7 @@ def test_deterministic(tmp_path, tiny, hard_root):
     assert all(first[k] == (hard_root / k).read_bytes() for k in shared)
     irs = [file_bytes(demo.write_demo_impulse_responses(tmp_path / f"irs{i}", seed=3, variant="hard"))
            for i in range(2)]
-    assert irs[0] == irs[1] and len(irs[0]) == demo.HARD_TRAINING_RESPONSES
+    assert irs[0] == irs[1] and len(irs[0]) == hard_devices.HARD_TRAINING_RESPONSES
 
 
 def test_sound_is_sane(hard_root):
@@ -146,11 +149,12 @@ def test_default_never_runs_the_variant_code(demo_dir, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the default variant called code of the hard one")
 
-    hard = [name for name, value in vars(demo).items() if name.lower().startswith(("hard_", "_hard_"))
-            and callable(value)]
-    assert len(hard) > 10  # the section's functions, named so
-    for name in hard:
-        monkeypatch.setattr(demo, name, refuse)
+    modules = [module for name, module in sys.modules.items() if name.startswith("dataset.demo.")]
+    hard = [(module, name) for module in modules for name, value in vars(module).items()
+            if name.lower().startswith(("hard_", "_hard_")) and callable(value)]
+    assert len({name for _, name in hard}) > 10  # the hard modules' functions, named so, wherever they are used
+    for module, name in hard:
+        monkeypatch.setattr(module, name, refuse)
     root = demo.write_demo_dataset(tmp_path / "demo", scale=0.05)
     assert file_bytes(root) == file_bytes(demo_dir)
     demo.write_demo_impulse_responses(tmp_path / "irs", count=2)
@@ -208,9 +212,9 @@ def test_simulated_devices_are_device_a_through_their_response(hard_root):
     a_names = [n for n in test if n.endswith("-a.wav")][:4]
     for name in a_names:
         a = read_wav(hard_root / name)
-        for simulated, (_, noise_dbfs) in demo.HARD_SIMULATED_DEVICES.items():
+        for simulated, (_, noise_dbfs) in hard_devices.HARD_SIMULATED_DEVICES.items():
             recorded = read_wav(hard_root / name.replace("-a.wav", f"-{simulated}.wav"))
-            through = np.fft.irfft(np.fft.rfft(a) * demo._hard_device_transfer(simulated, 0), n=a.size)
+            through = np.fft.irfft(np.fft.rfft(a) * hard_devices.hard_device_transfer(simulated, 0), n=a.size)
             residual_db = 10 * np.log10(np.mean((recorded - through) ** 2))
             assert residual_db < noise_dbfs + 1, (name, simulated)  # what remains is the self-noise
 
@@ -230,8 +234,9 @@ def similarity(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def test_unseen_devices_responses_are_not_written(tmp_path):
     folder = demo.write_demo_impulse_responses(tmp_path / "irs", seed=0, variant="hard")
     written = [read_wav(path) for path in sorted(folder.glob("*.wav"))]
-    assert len(written) == demo.HARD_TRAINING_RESPONSES
-    devices = {d: demo.hard_microphone_impulse_response(i, 0) for d, i in demo.HARD_DEVICE_RESPONSE_INDEX.items()}
+    assert len(written) == hard_devices.HARD_TRAINING_RESPONSES
+    devices = {d: hard_devices.hard_microphone_impulse_response(i, 0)
+               for d, i in hard_devices.HARD_DEVICE_RESPONSE_INDEX.items()}
     # the measure finds a copy: s4's response, halved and delayed, written and read back
     demo.write_wav(tmp_path / "copy.wav", 0.5 * np.concatenate([np.zeros(37), devices["s4"]]))
     peak, spread_db = similarity(read_wav(tmp_path / "copy.wav"), devices["s4"])

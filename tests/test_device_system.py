@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from helpers.setup.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
-from helpers.setup.flags import build_parser, parse_args
+from helpers.setup.flags import build_parser, parse_args, written_network_flags
 from helpers.setup.model_loader import read_system
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig
@@ -123,7 +123,7 @@ def test_network_flags_that_contradict_the_checkpoint_are_refused_with_both_valu
     path = save_checkpoint(checkpoint, tmp_path / "w.ckpt")
     args = parse_args(build_parser("device", ""), ["--base_channels", "24"])
     with pytest.raises(CheckpointError, match="--base_channels 24 given here, the checkpoint's network has 40"):
-        read_system(path, args)
+        read_system(path, written_network_flags(args))
 
 
 def test_non_checkpoint_file_is_refused(tmp_path):

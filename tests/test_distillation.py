@@ -14,7 +14,7 @@ import train_base
 from dataset import dcase25
 from dataset.cache import AudioCache
 from dataset.dcase25 import CLASSES, DataError, of_devices, training_rows
-from helpers import teacher_logits as teacher_command
+from helpers import write_teacher_logits as teacher_command
 from helpers.setup.checkpoints import save_checkpoint
 from helpers.setup.data import make_loader
 from helpers.setup.flags import build_parser, parse_args

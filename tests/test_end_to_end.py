@@ -22,7 +22,7 @@ import train_base
 import train_device_specific
 from dataset.dcase25 import CLASSES, DEVICES
 from dataset.demo import write_demo_impulse_responses
-from helpers import teacher_logits
+from helpers import write_teacher_logits
 from helpers.outputs.complexity import model_complexity
 from models.registry import build_network
 
@@ -160,7 +160,7 @@ def test_stage2_results_and_unseen_devices(workdir, stage2):
 
 def test_compare_stage1_and_stage2_runs(workdir, stage1, stage2):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-m", "helpers.compare", stage1[0], stage2[0]], cwd=workdir, env=env,
+    result = subprocess.run([sys.executable, "-m", "helpers.compare_runs", stage1[0], stage2[0]], cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("| ")]
@@ -276,7 +276,7 @@ def test_distilled_stage1_and_stage2(workdir, stage1, stage2, monkeypatch, capsy
     monkeypatch.setenv("DCASE25_RUN_ID", "")
     split = workdir / "demo_data" / "split_setup"
     names = pd.concat([pd.read_csv(split / f, sep="\t")["filename"] for f in ("split25.csv", "test.csv")])
-    teacher_logits.main([stage1[0], "--demo", "--out", "general.tsv", "--num_workers", "0"])
+    write_teacher_logits.main([stage1[0], "--demo", "--out", "general.tsv", "--num_workers", "0"])
     assert f"| {stage1[0]} |" in capsys.readouterr().out
     general = pd.read_csv(workdir / "general.tsv", sep="\t", index_col="filename")
     assert list(general.columns) == CLASSES and sorted(general.index) == sorted(names)
@@ -290,7 +290,7 @@ def test_distilled_stage1_and_stage2(workdir, stage1, stage2, monkeypatch, capsy
     saved = torch.load(workdir / "KD" / student / "checkpoints" / "last.ckpt", weights_only=False)
     assert saved["hyper_parameters"]["teacher_logits"] == "general.tsv"
 
-    teacher_logits.main([stage2[0], "--demo", "--out", "devices.tsv", "--num_workers", "0"])
+    write_teacher_logits.main([stage2[0], "--demo", "--out", "devices.tsv", "--num_workers", "0"])
     devices = pd.read_csv(workdir / "devices.tsv", sep="\t", index_col="filename").loc[general.index]
     unseen = general.index.str.contains(r"-s[456]\.wav$")
     assert unseen.any() and np.allclose(devices[unseen], general[unseen], rtol=1e-4, atol=1e-5)  # general model

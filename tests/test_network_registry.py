@@ -15,9 +15,10 @@ import torch
 import train_base
 import train_device_specific
 from helpers.outputs.complexity import model_complexity
-from helpers.outputs.submission import ExportError, carried_modules, export_submission
+from helpers.outputs.package_files import carried_modules
+from helpers.outputs.submission import ExportError, export_submission
 from helpers.setup.checkpoints import CheckpointError
-from helpers.setup.flags import build_parser, parse_args
+from helpers.setup.flags import build_parser, parse_args, written_network_flags
 from helpers.setup.model_loader import read_system
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network
@@ -168,14 +169,14 @@ def test_the_package_carries_models_whole_and_the_two_modules_it_needs(tmp_path,
     models = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "models").glob("*.py"))
     assert carried == models + ["dataset/audio.py", "helpers/outputs/drawing.py"]
     # a module of models/ importing what the package does not carry is refused, naming both
-    from helpers.outputs import submission
+    from helpers.outputs import package_files
     fake = tmp_path / "repo"
     shutil.copytree(REPO / "models", fake / "models")
     (fake / "dataset").mkdir(), (fake / "helpers" / "outputs").mkdir(parents=True)
     for path in ("dataset/audio.py", "helpers/outputs/drawing.py"):
         shutil.copy(REPO / path, fake / path)
     (fake / "models" / "leaky.py").write_text("from helpers.setup.flags import build_parser\n")
-    monkeypatch.setattr(submission, "REPO", fake)
+    monkeypatch.setattr(package_files, "REPO", fake)
     with pytest.raises(ExportError, match="models/leaky.py imports helpers.setup.flags"):
         carried_modules()
 
@@ -212,12 +213,12 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     devices = ["a", "b", "s4", "unknown"]
     train_export_and_reference = (
         "import json, sys, torch; import train_base, export_submission; from dataset.audio import load_audio; "
-        "from helpers.setup.model_loader import load_device_system; from helpers.training.module import "
+        "from helpers.setup.model_loader import read_device_system; from helpers.training.module import "
         "SceneClassifier; from models.inference import store_for_submission; "
         "run_id, _ = train_base.main(json.loads(sys.argv[1])); "
         "export_submission.main(['--ckpt_id', run_id, '--submission_name', 'Toy_TEST_task1', "
         "'--submission_index', '1']); "
-        "system, ckpt, _ = load_device_system(run_id, 'DCASE25_Task1'); "
+        "system, ckpt, _ = read_device_system(run_id, 'DCASE25_Task1'); "
         "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
         "store_for_submission(system); "
         "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
@@ -267,4 +268,4 @@ def test_checkpoints_without_a_record_are_cp_mobile_from_their_hyper_parameters_
     bare = torch_save({"state_dict": checkpoint["state_dict"]}, tmp_path / "bare.ckpt")
     assert network_record(read_system(bare)[0]) == network_record(wide)
     args = parse_args(build_parser("device", ""), ["--base_channels", "40"])
-    assert network_record(read_system(bare, args)[0]) == network_record(wide)
+    assert network_record(read_system(bare, written_network_flags(args))[0]) == network_record(wide)

@@ -14,9 +14,10 @@ from conftest import TINY_NETWORK
 
 import train_base
 import train_device_specific
-from helpers import teacher_logits
+from helpers import write_teacher_logits
 from helpers.outputs.complexity import model_complexity, over_limits_warning
-from helpers.outputs.submission import REPO, ExportError, carried_modules, export_submission, imported_modules
+from helpers.outputs.package_files import REPO, carried_modules, imported_modules
+from helpers.outputs.submission import ExportError, export_submission
 from helpers.setup.flags import parse_args, stage1_parser
 from models import passt
 from models.registry import NetworkError, build_frontend, build_network
@@ -155,7 +156,7 @@ def test_the_whole_teacher_path_with_a_randomly_initialised_passt(workdir_factor
     resnet, _ = train_base.main(["--model", "cp_resnet", "--base_channels", "8", *short])
 
     # one ensemble file of PaSST and CP-ResNet, each through its own front end
-    teacher_logits.main([teacher, resnet, "--out", "ensemble.tsv", *short])
+    write_teacher_logits.main([teacher, resnet, "--out", "ensemble.tsv", *short])
     table = pd.read_csv("ensemble.tsv", sep="\t")
     assert len(table) == 8 + 9 and table.columns[0] == "filename"
 
@@ -168,7 +169,7 @@ def test_the_whole_teacher_path_with_a_randomly_initialised_passt(workdir_factor
     # from it (the teachers' logits are routed by device)
     devices, results = train_device_specific.main(["--ckpt_id", teacher, "--train_devices", "a", *short])
     assert results["Device-specific Models"]["count"] == 9
-    teacher_logits.main([devices, "--out", "devices.tsv", *short])
+    write_teacher_logits.main([devices, "--out", "devices.tsv", *short])
     assert len(pd.read_csv("devices.tsv", sep="\t")) == 8 + 9
     _, results = train_device_specific.main([*TINY_NETWORK, "--ckpt_id", student, "--train_devices", "a",
                                              "--teacher_logits", "devices.tsv", *short])

@@ -21,7 +21,7 @@ from helpers.outputs.complexity import MAX_MACS, MAX_PARAM_BYTES, model_complexi
 from helpers.outputs.submission import export_submission
 from helpers.setup.checkpoints import CheckpointError
 from helpers.setup.flags import build_parser, parse_args
-from helpers.setup.model_loader import load_device_system, load_general_model
+from helpers.setup.model_loader import load_general_model, read_device_system
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig
 from models.inference import store_for_submission
@@ -172,7 +172,7 @@ def test_stage1_starts_from_a_float_or_an_8bit_checkpoint(tmp_path):
     assert network_record(alone) == {"name": "cp_mobile", "config": network_record(float_model)["config"],
                                      "quantize": "int8"}
     with pytest.raises(CheckpointError, match="base_channels"):  # network flags given must agree
-        load_general_model(qat_ckpt, parse_args(build_parser("base", ""), ["--base_channels", "24"]))
+        load_general_model(qat_ckpt, {"base_channels": 24})
 
 
 class TinyClips(torch.utils.data.Dataset):
@@ -263,7 +263,7 @@ def test_8bit_run_resumes_and_ends_with_the_int8_figures(workdir, monkeypatch, c
     assert results["results"]["General Model"]["count"] > 0
 
     # stage 2, --evaluate and the export rebuild the 8-bit model from the checkpoint alone
-    system, _, _ = load_device_system(last, "Q8")
+    system, _, _ = read_device_system(last, "Q8")
     assert is_qat(system.base_model)
     assert torch.equal(system.base_model.state_dict()["in_c.0.0.weight"],
                        checkpoint["state_dict"]["model.in_c.0.0.weight"])

@@ -1,5 +1,5 @@
 """Result figures and the comparison of runs: confusion counts in results.json, the PNG files, and
-``python -m helpers.compare`` on small run folders written by the project's own result writer."""
+``python -m helpers.compare_runs`` on small run folders written by the project's own result writer."""
 import json
 import math
 from pathlib import Path
@@ -9,8 +9,8 @@ import torch
 from matplotlib.image import imread
 
 from dataset.dcase25 import CLASSES, DEVICE_GROUPS, DEVICES
-from helpers import compare as compare_command
-from helpers.compare import compare
+from helpers import compare_runs as compare_command
+from helpers.compare_runs import compare
 from helpers.figures import redraw
 from helpers.outputs.drawing import CONFUSION_SIZE, DPI, MAP_SIZE
 from helpers.outputs.results import write_results
@@ -189,7 +189,7 @@ def test_compare_leaves_files_it_did_not_write_alone(tmp_path):
     finished_run(project, "aaaa1111", 0.5, {})
     mine = tmp_path / "notes.md"
     mine.write_text("my notes\n")
-    # the command's main, in this process (test_end_to_end runs ``python -m helpers.compare`` as a user does)
+    # the command's main, in this process (test_end_to_end runs ``python -m helpers.compare_runs`` as a user does)
     with pytest.raises(SystemExit, match="notes.md exists"):
         compare_command.main([str(project / "aaaa1111"), "--out", str(tmp_path / "notes")])
     assert mine.read_text() == "my notes\n" and not (tmp_path / "notes.png").exists()
@@ -197,6 +197,9 @@ def test_compare_leaves_files_it_did_not_write_alone(tmp_path):
         compare_command.main(["nosuchrun", "--project_name", str(project)])
     again = compare([str(project / "aaaa1111")], out=str(tmp_path / "cmp"))  # its own output is replaced
     assert compare([str(project / "aaaa1111")], out=str(tmp_path / "cmp")) == again
+    # an output of the command under its earlier name (helpers.compare) is its own too
+    (tmp_path / "old.md").write_text("<!-- written by python -m helpers.compare -->\n# Comparison of 1 runs\n")
+    assert compare([str(project / "aaaa1111")], out=str(tmp_path / "old")) == again
 
 
 def test_a_whole_run_id_is_found_even_when_it_starts_other_ids(tmp_path):

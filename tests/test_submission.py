@@ -20,8 +20,9 @@ import export_submission as export_command
 from dataset import dcase25
 from dataset.audio import load_audio
 from dataset.dcase25 import CLASSES
-from dataset.errors import DataError
-from helpers.outputs.submission import ExportError, export_submission, rewrite_imports
+from helpers.base.errors import DataError
+from helpers.outputs.package_files import rewrite_imports
+from helpers.outputs.submission import ExportError, export_submission
 from helpers.setup.flags import build_parser, parse_args
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig

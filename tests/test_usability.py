@@ -18,7 +18,7 @@ import train_base
 import train_device_specific
 from dataset import demo
 from dataset.dcase25 import TRAIN_DEVICES
-from dataset.errors import DataError
+from helpers.base.errors import DataError
 from helpers.outputs.complexity import model_complexity, over_limits_warning
 from helpers.setup.flags import DEMO_DEFAULTS, STAGE_DEFAULTS, build_parser, parse_args, stage1_parser, stage2_parser
 from helpers.setup.runs import RUN_ID_ENV

@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader
 
 from dataset import dcase25
 from dataset.audio import AudioError, load_audio
+from dataset.audio_checks import scan_audio
 from dataset.dcase25 import AudioDataset, DataError, split_file, training_rows
-from dataset.validation import check_outside_dataset, read_table, scan_audio
+from dataset.validation import check_outside_dataset, read_table
 from helpers.outputs.predictions import evaluation_rows
 from helpers.setup.data import check_audio, open_cache
 from helpers.setup.flags import build_parser

@@ -1,6 +1,6 @@
 """Runs side by side: one row per run and system (runs that differ only in their seed share a row, mean
 ± sample standard deviation), the macro-average, the device groups, every device, and the flags in
-which the runs differ; written as a Markdown table and a bar chart. The command: ``helpers/compare.py``.
+which the runs differ; written as a Markdown table and a bar chart. The command: ``helpers/compare_runs.py``.
 A stage-2 run counts with the flags of the stage-1 run it was fine-tuned from (as ``stage1.<flag>``)."""
 import statistics
 from pathlib import Path
@@ -18,7 +18,8 @@ RUN_SPECIFIC = {"run_id", "resume", "seed", "experiment_name", "project_name", "
                 "num_workers",
                 "cache_dir", "ckpt_id", "merge", "evaluate", "eval_dir", "overwrite"}
 GROUPS = ("real", "seen", "unseen")
-MARKER = "<!-- written by python -m helpers.compare -->"
+MARKER = "<!-- written by python -m helpers.compare_runs -->"
+EARLIER_MARKERS = ("<!-- written by python -m helpers.compare -->",)  # the command's earlier name: also ours
 
 
 def run_flags(run_dir: Path, results: dict) -> dict:
@@ -161,9 +162,9 @@ def comparison_chart(rows: list, flags: list, n_runs: int):
 
 def check_writable(path: Path, md_path: Path) -> None:
     """Replace only this command's own earlier outputs, never a file someone else wrote."""
-    ours = md_path.is_file() and md_path.read_text().startswith(MARKER)
+    ours = md_path.is_file() and md_path.read_text().startswith((MARKER, *EARLIER_MARKERS))
     if path.exists() and not ours:
-        raise FileExistsError(f"{path} exists and was not written by helpers.compare; choose another --out.")
+        raise FileExistsError(f"{path} exists and was not written by helpers.compare_runs; choose another --out.")
 
 
 def compare(run_ids, project_name="DCASE25_Task1", out="comparison") -> str:

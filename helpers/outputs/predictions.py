@@ -12,8 +12,8 @@ from helpers.files import atomic_path, write_json
 from helpers.outputs.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.setup.checkpoints import run_of_checkpoint, save_checkpoint
 from helpers.setup.data import check_audio, make_loader
+from helpers.setup.device_system import load_device_system
 from helpers.setup.flags import set_network_flags
-from helpers.setup.model_loader import load_device_system
 from helpers.training.module import SceneClassifier
 from models.inference import store_for_submission
 from models.registry import network_record

@@ -70,7 +70,7 @@ def write_results(run_dir, run_id: str, systems: dict, complexity: dict, confusi
     the figures to ``logger``; return the tables.
 
     ``confusion`` maps each system to the confusion counts of its final test
-    (``SceneDeviceAccuracy.confusion_counts()``); ``flags`` are the run's flags, for ``helpers.compare``."""
+    (``SceneDeviceAccuracy.confusion_counts()``); ``flags`` are the run's flags, for ``helpers.compare_runs``."""
     run_dir = Path(run_dir)
     data = {"run_id": run_id, "results": systems, "complexity": complexity, **extra}
     if flags is not None:

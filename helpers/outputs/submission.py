@@ -7,51 +7,28 @@ parameters (int8 convolution weights and 16-bit scales and biases for an 8-bit s
 in ``ckpts/``, the project code they run, and ``resources/`` (the development-test split, a dummy clip).
 A new index leaves the others alone.
 
-The package carries ``models/`` whole (it imports only the standard library, torch, torchaudio and
-``models/``, a rule ``tests/test_layers.py`` enforces), so any registered network goes with it, and the
-two modules beside it that import no project module: audio decoding and the figures' drawing. Each
-file keeps its repository path inside the package, with its imports made relative.
+The files the package holds besides the index's checkpoint: ``helpers/outputs/package_files.py``.
 """
-import ast
 import hashlib
-import inspect
-import io
 import json
 import re
-import sys
-import wave
 from pathlib import Path
 
 import torch
 
-from dataset.dcase25 import CLASSES, split_file
-from dataset.errors import UserError
+from dataset.dcase25 import split_file
 from helpers.files import atomic_path, write_text
 from helpers.outputs.complexity import complexity_markdown, device_models_complexity, over_limits
+from helpers.outputs.package_files import TEMPLATE_DIR, ExportError, fill, package_config, shared_files
 from helpers.setup.checkpoints import hyper_parameters, resolve_checkpoint
-from helpers.setup.model_loader import load_device_system
-from models.frontend import LogMelFrontEnd
+from helpers.setup.model_loader import read_device_system
 from models.inference import store_for_submission
 from models.registry import build_frontend, network_record
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATE_DIR = REPO / "submission_template"
-REQUIREMENTS = REPO / "requirements.txt"
-# torchaudio's compiled extension loads only with the torch it was built for: the two go together
-MATCHED_PAIR = ("torch", "torchaudio")
 # the organisers' label: <last name>_<institute abbreviation>_task1, e.g. Schmid_CPJKU_task1
 LABEL_PATTERN = re.compile(r"^[A-Z][A-Za-z]*_[A-Za-z][A-Za-z0-9]*_task1$")
 INDICES = (1, 2, 3, 4)
-# top-level names of this project's modules and packages: an import of one of them is a project import
-PROJECT_NAMES = frozenset([p.stem for p in REPO.glob("*.py")] +
-                          [p.name for p in REPO.iterdir() if p.is_dir() and any(p.glob("*.py"))])
 DEFAULT_SPLIT_DIR = "split_setup"  # the training scripts' default --split_dir
-CARRIED_PACKAGE = "models"  # carried whole: what a submission needs
-CARRIED_MODULES = ("dataset/audio.py", "helpers/outputs/drawing.py")  # import no project module
-
-
-class ExportError(UserError):
-    """An export that cannot be done as asked; the message says why and what to do."""
 
 
 def check_label(label: str) -> str:
@@ -71,155 +48,6 @@ def check_index(index) -> int:
                           "systems per team).")
     return index
 
-
-# --- what goes into the package ---
-
-def package_config(network: dict, hparams: dict, devices) -> dict:
-    """The network (name, config and, for an 8-bit system, ``quantize``), the front-end settings of the
-    run (its flags, else the front end's defaults), the class order and the device models."""
-    parameters = list(inspect.signature(LogMelFrontEnd.__init__).parameters.values())[1:]
-    frontend = {p.name: hparams.get(p.name, p.default) for p in parameters}
-    return {"classes": list(CLASSES), "devices": list(devices), "network": network, "frontend": frontend}
-
-
-def module_path(module: str) -> str:
-    """``models.cp_mobile`` -> ``models/cp_mobile.py``."""
-    return module.replace(".", "/") + ".py"
-
-
-def project_imports(repo_path: str) -> list:
-    """The project modules that ``repo_path`` imports; refuses the forms the package cannot rewrite."""
-    found = []
-    for node in ast.walk(ast.parse((REPO / repo_path).read_text(), filename=repo_path)):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.split(".")[0] in PROJECT_NAMES]
-            if names:
-                raise ExportError(f"{repo_path}: 'import {names[0]}' cannot be exported; use "
-                                  "'from <module> import <name>' between the exported modules.")
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in PROJECT_NAMES:
-            if node.lineno != node.end_lineno:
-                raise ExportError(f"{repo_path}:{node.lineno}: write 'from {node.module} import ...' on one line.")
-            found.append(node.module)
-    return found
-
-
-def carried_modules() -> list:
-    """Repository paths of what the package carries: every module of ``models/`` and ``CARRIED_MODULES``.
-    Refuses (ExportError) when one of them imports a project module the package does not carry."""
-    paths = sorted(p.relative_to(REPO).as_posix() for p in (REPO / CARRIED_PACKAGE).rglob("*.py")
-                   if "__pycache__" not in p.parts) + list(CARRIED_MODULES)
-    for path in paths:
-        outside = [m for m in project_imports(path) if module_path(m) not in paths]
-        if outside:
-            raise ExportError(f"{path} imports {outside[0]}, which the submission package does not carry: "
-                              f"{CARRIED_PACKAGE}/ may import only the standard library, torch, torchaudio and "
-                              f"{CARRIED_PACKAGE}/ itself.")
-    return paths
-
-
-def rewrite_imports(source: str, repo_path: str) -> str:
-    """Make a copied module's imports of other project modules relative to its place in the package
-    (the same path as in the repository)."""
-    lines = source.splitlines(keepends=True)
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module.split(".")[0] in PROJECT_NAMES:
-            relative = "." * len(Path(repo_path).parts) + node.module
-            line = lines[node.lineno - 1]
-            lines[node.lineno - 1] = line.replace(f"from {node.module} import", f"from {relative} import", 1)
-    return "".join(lines)
-
-
-def fill(template: str, label: str, index: int = None) -> str:
-    text = template.replace("__SUBMISSION_LABEL__", label)
-    if index is not None:
-        text = text.replace("__SUBMISSION_INDEX__", str(index))
-    if "__SUBMISSION_" in text:
-        raise ExportError("A placeholder of submission_template/ was left unfilled.")
-    return text
-
-
-def dummy_wav() -> bytes:
-    """One second of silence, 44.1 kHz, mono, 24-bit PCM: the format of the challenge's clips."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(3)
-        out.setframerate(44100)
-        out.writeframes(bytes(3 * 44100))
-    return buffer.getvalue()
-
-
-def module_level_imports(tree: ast.Module) -> list:
-    """The import statements that run when a module is imported: not those inside functions (a teacher
-    network imports its own package only when it is built)."""
-    found, todo = [], list(tree.body)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.append(node)
-        elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            todo += [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.stmt)]
-    return found
-
-
-def imported_modules(files: dict) -> set:
-    """Top-level names of the modules that importing the Python files among ``files`` imports (not relative
-    imports, not imports inside functions)."""
-    names = set()
-    for path, text in files.items():
-        if not path.endswith(".py"):
-            continue
-        for node in module_level_imports(ast.parse(text)):
-            if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
-            elif node.level == 0:
-                names.add(node.module.split(".")[0])
-    return names
-
-
-def package_dependencies(files: dict, label: str) -> list:
-    """The lines of requirements.txt for every third-party module the package's files import: the
-    runtime the package needs, pinned as in the training environment."""
-    requirements = {}
-    for line in REQUIREMENTS.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line and not line.startswith("-"):
-            requirements[re.split(r"[<>=!~\[;\s]", line, maxsplit=1)[0].lower()] = line
-    own = {label} | {Path(p).stem for p in files if p.endswith(".py")}
-    needed = {m for m in imported_modules(files) if m not in sys.stdlib_module_names and m not in own}
-    if needed & set(MATCHED_PAIR):
-        needed |= set(MATCHED_PAIR)
-    unlisted = sorted(needed - requirements.keys())
-    if unlisted:
-        raise ExportError(f"The package imports {', '.join(unlisted)}, which {REQUIREMENTS.name} does not list: add "
-                          "it there, so that the package can pin the version it was exported with.")
-    return [requirements[m] for m in sorted(needed)]
-
-
-def shared_files(label: str, test_csv) -> dict:
-    """Files every index of the package shares: relative path -> bytes."""
-    read = lambda name: (TEMPLATE_DIR / name).read_text()  # noqa: E731
-    files = {
-        "README.md": fill(read("README.md"), label),
-        "build_backend.py": read("build_backend.py"),
-        "test_complexity.py": read("test_complexity.py"),
-        "evaluate_submission.py": read("evaluate_submission.py"),
-        f"{label}/__init__.py": fill(read("package_init.py"), label),
-        f"{label}/ckpts/__init__.py": "",
-        f"{label}/resources/__init__.py": "",
-        f"{label}/resources/dummy.wav": dummy_wav(),
-    }
-    for repo_path in carried_modules():
-        files[f"{label}/{repo_path}"] = rewrite_imports((REPO / repo_path).read_text(), repo_path)
-        for folder in Path(repo_path).parents[:-1]:  # the package's own (empty) __init__.py files
-            files.setdefault(f"{label}/{folder.as_posix()}/__init__.py", "")
-    # what the installed package runs: these files and the index modules (all made from one template)
-    runtime = {**files, "submission_module.py": read("submission_module.py")}
-    del runtime["build_backend.py"]  # runs only while pip builds, under build-system.requires
-    dependencies = json.dumps(package_dependencies(runtime, label))
-    files["pyproject.toml"] = fill(read("pyproject.toml").replace("__SUBMISSION_DEPENDENCIES__", dependencies), label)
-    files[f"{label}/resources/test.csv"] = Path(test_csv).read_bytes()
-    return {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
 
 
 def index_module_path(package_dir: Path, label: str, index: int) -> Path:
@@ -254,8 +82,6 @@ def write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-# --- the export ---
-
 def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions", project_name="DCASE25_Task1",
                       split_dir=None, overwrite=False, check_limits=True, ckpt_prefix=None) -> Path:
     """Write (or extend) ``<out_dir>/<label>/`` with submission ``index`` of the run ``ckpt_id``; returns
@@ -264,7 +90,7 @@ def export_submission(ckpt_id: str, label: str, index: int, out_dir="submissions
     ckpt_path = resolve_checkpoint(str(ckpt_id), project_name)
     # the network is the one the checkpoint records; a stage-1 run exports with every device on the
     # general model
-    system, checkpoint, _ = load_device_system(ckpt_path, project_name, prefix=ckpt_prefix)
+    system, checkpoint, _ = read_device_system(ckpt_path, project_name, prefix=ckpt_prefix)
     hparams = hyper_parameters(checkpoint)
     devices = list(system.device_models)
     config = package_config(network_record(system), hparams, devices)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from dataset.errors import UserError
+from helpers.base.errors import UserError
 from helpers.files import atomic_path
 
 

@@ -7,7 +7,7 @@ import warnings
 from lightning.pytorch.utilities import rank_zero_only
 
 from dataset.audio import AudioError
-from dataset.errors import UserError
+from helpers.base.errors import UserError
 from models.registry import NetworkError
 
 rank_zero_print = rank_zero_only(print)  # a message for the user, once per distributed run

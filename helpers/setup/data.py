@@ -9,11 +9,12 @@ from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler
 
+from dataset.audio_checks import scan_audio
 from dataset.cache import AudioCache
 from dataset.dcase25 import AudioDataset, resolve_dataset_dir
 from dataset.impulse_responses import load_impulse_responses
 from dataset.locking import exclusive
-from dataset.validation import check_outside_dataset, scan_audio
+from dataset.validation import check_outside_dataset
 from helpers.setup.console import rank_zero_print
 from helpers.training.augmentation import check_augmentation_flags
 

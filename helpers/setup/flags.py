@@ -9,8 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from dataset.command_line import StrictParser
 from dataset.dcase25 import TRAIN_DEVICES
+from helpers.base.command_line import StrictParser
 from helpers.files import write_text
 from models.quantization import QUANTIZE_CHOICES
 from models.registry import DEFAULT_NETWORK, flag_fields, make_config, networks
@@ -122,7 +122,7 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
 
     distillation = parser.add_argument_group("knowledge distillation (off without --teacher_logits)")
     distillation.add_argument("--teacher_logits", type=str, default=None, metavar="FILE",
-                              help="TAB-separated teacher logits per clip (python -m helpers.teacher_logits); "
+                              help="TAB-separated teacher logits per clip (python -m helpers.write_teacher_logits); "
                                    "every training clip must be in it")
     distillation.add_argument("--kd_lambda", type=float, default=0.02,
                               help="weight of the label loss; 1 - kd_lambda weighs the distillation loss "

@@ -33,7 +33,14 @@ def new_run_id(stage: str) -> str:
 
 
 def start_run(args, stage: str) -> tuple:
-    """The run id and the checkpoint to continue from (None for a new run).
+    """``take_run_id``, then the run's ``run.json`` written: from here on the run has a folder."""
+    run_id, last = take_run_id(args, stage)
+    record_run(args.project_name, run_id, stage)
+    return run_id, last
+
+
+def take_run_id(args, stage: str) -> tuple:
+    """The run id and the checkpoint to continue from (None for a new run); nothing is written.
 
     ``--resume [ID]`` continues run ID, or the newest run of this ``stage`` under ``--project_name``;
     ``--run_id ID`` continues run ID if it has a checkpoint and starts it otherwise."""
@@ -51,14 +58,19 @@ def start_run(args, stage: str) -> tuple:
     if info.is_file() and json.loads(info.read_text()).get("stage") != stage:
         raise CheckpointError(f"Run {run_id} under {project}/ was made by the other training script; "
                               "choose another --run_id.")
-    if is_rank_zero() and not info.is_file():
-        write_json(info, {"stage": stage, "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                          "command": sys.argv})
     if last.is_file():
         if finished_results(project, run_id) is None:  # the script says what it does with a finished run
             rank_zero_print(f"Continuing run {run_id} from {last}.")
         return run_id, last
     return run_id, None
+
+
+def record_run(project_name, run_id: str, stage: str) -> None:
+    """The run's ``run.json`` (its stage, id, start time and command), written once by the first process."""
+    info = Path(project_name) / run_id / "run.json"
+    if is_rank_zero() and not info.is_file():
+        write_json(info, {"stage": stage, "run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                          "command": sys.argv})
 
 
 def newest_run(project: Path, stage: str) -> str:

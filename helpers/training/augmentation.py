@@ -29,8 +29,8 @@ import torchaudio
 from torch import nn
 
 from dataset.dcase25 import DEVICES
-from dataset.errors import DataError
 from dataset.impulse_responses import load_impulse_responses
+from helpers.base.errors import DataError
 
 
 @dataclass

@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dataset.errors import UserError
+from helpers.base.errors import UserError
 from helpers.training.augmentation import TrainingAugmentation, to_device
 from helpers.training.losses import training_loss
 from helpers.training.metrics import SceneDeviceAccuracy

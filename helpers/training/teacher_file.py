@@ -3,7 +3,7 @@ batch's teacher logits by clip (the loss is in ``helpers/training/losses.py``).
 
 The teacher file (``--teacher_logits``) is TAB-separated, one row per clip: a ``filename`` column
 as in ``meta.csv`` (``audio/<name>.wav``), then one column per class, named as in ``CLASSES``,
-holding the teacher's logits (before the softmax). ``python -m helpers.teacher_logits`` writes it
+holding the teacher's logits (before the softmax). ``python -m helpers.write_teacher_logits`` writes it
 for runs of this project; logits made elsewhere can be used in the same form (docs/distillation.md).
 
 The training step looks the teacher's logits up by the file names that every batch carries, so
@@ -16,7 +16,7 @@ import torch
 
 from dataset import validation
 from dataset.dcase25 import CLASSES
-from dataset.errors import DataError
+from helpers.base.errors import DataError
 from helpers.files import atomic_path
 
 FLAG = "--teacher_logits"
@@ -73,7 +73,7 @@ class TeacherLogits:
             shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
             raise DataError(f"{FLAG} {self.path}: {len(missing)} of the {len(filenames)} {what} have no teacher "
                             f"logits in it ({shown}). Write the file for this data set and split "
-                            "(python -m helpers.teacher_logits), or pass the file that was.")
+                            "(python -m helpers.write_teacher_logits), or pass the file that was.")
 
     def lookup(self, filenames) -> torch.Tensor:
         """``[len(filenames), n_classes]`` float32 logits, one row per clip in the given order."""

@@ -1,6 +1,6 @@
 """Command-line parsing for every command of the project: flags only as written in full, a hint for a
-mistyped one, and each flag's default in ``--help``. At the bottom layer, so that ``python -m
-dataset.demo`` uses it as the training scripts do."""
+mistyped one, and each flag's default in ``--help``. In the base layer, so that ``python -m dataset.demo``
+uses it as the training scripts do."""
 import argparse
 import difflib
 import sys

@@ -1,7 +1,7 @@
 """Runs side by side, with mean ± std over runs that differ only in their seed:
 
-    python -m helpers.compare base_s1 base_s2 base_s3 kd_s1 kd_s2 kd_s3    # run ids under --project_name
-    python -m helpers.compare DCASE25_Task1/abcd1234 --out my_comparison   # or run folders
+    python -m helpers.compare_runs base_s1 base_s2 base_s3 kd_s1 kd_s2 kd_s3    # run ids under --project_name
+    python -m helpers.compare_runs DCASE25_Task1/abcd1234 --out my_comparison   # or run folders
 
 Prints a Markdown table, one row per run (or seed sweep) and system: macro-average accuracy, the device
 groups (real, seen, unseen), every device, and the flags in which the runs differ. Writes it to
@@ -10,7 +10,7 @@ write are never replaced). The logic: helpers/outputs/comparison.py.
 """
 import sys
 
-from dataset.command_line import StrictParser
+from helpers.base.command_line import StrictParser
 from helpers.outputs.comparison import compare
 
 

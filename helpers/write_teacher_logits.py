@@ -1,7 +1,7 @@
 """Write the teacher file for knowledge distillation, from one run or an ensemble of runs:
 
-    python -m helpers.teacher_logits teacher1 teacher2 --dataset_dir DIR --out teachers.tsv
-    python -m helpers.teacher_logits RUN [RUN ...] --demo --out teacher_logits.tsv
+    python -m helpers.write_teacher_logits teacher1 teacher2 --dataset_dir DIR --out teachers.tsv
+    python -m helpers.write_teacher_logits RUN [RUN ...] --demo --out teacher_logits.tsv
 
 RUN is a run id (or .ckpt path) of train_base.py, a general teacher (every clip through its
 model), or of train_device_specific.py, a device-specific teacher (every clip through its
@@ -23,7 +23,7 @@ from helpers.setup.checkpoints import hyper_parameters, load_checkpoint, resolve
 from helpers.setup.console import rank_zero_print, run_cli
 from helpers.setup.data import check_audio, input_sample_rate, make_loader, open_cache, prepare_dataset_dir
 from helpers.setup.flags import build_parser, parse_args
-from helpers.setup.model_loader import load_device_system
+from helpers.setup.model_loader import read_device_system
 from helpers.training.metrics import SceneDeviceAccuracy
 from helpers.training.module import SceneClassifier
 from helpers.training.teacher_file import TeacherLogits
@@ -44,7 +44,7 @@ def load_teacher(run, args) -> SceneClassifier:
     path = resolve_checkpoint(str(run), args.project_name)
     config = argparse.Namespace(**{**vars(args), **hyper_parameters(load_checkpoint(path, mmap=True))})
     # the network (any registered one) is rebuilt from the checkpoint alone
-    system, _, _ = load_device_system(path, args.project_name, prefix=args.ckpt_prefix)
+    system, _, _ = read_device_system(path, args.project_name, prefix=args.ckpt_prefix)
     module = SceneClassifier(vars(config), model=system, input_sample_rate=input_sample_rate(args))
     kind = f"device models {', '.join(system.device_models)}" if len(system.device_models) else "general model"
     rank_zero_print(f"Teacher {run}: {path} ({kind}).")

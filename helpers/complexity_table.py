@@ -1,9 +1,9 @@
 """Complexity of a network as the challenge counts it, unit by unit (MACs for one 1-second clip, bytes of
 the parameters as submitted):
 
-    python -m helpers.complexity                          # the baseline CP-Mobile
-    python -m helpers.complexity --student big8           # the larger 8-bit preset
-    python -m helpers.complexity --base_channels 40       # any network flags of train_base.py
+    python -m helpers.complexity_table                          # the baseline CP-Mobile
+    python -m helpers.complexity_table --student big8           # the larger 8-bit preset
+    python -m helpers.complexity_table --base_channels 40       # any network flags of train_base.py
 
 The counting itself is in helpers/outputs/complexity.py (docs/complexity.md).
 """
