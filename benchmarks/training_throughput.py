@@ -8,7 +8,6 @@ import torch
 from lightning.pytorch.profilers import SimpleProfiler
 
 from helpers.setup.data import make_loader
-from helpers.training.losses import label_loss
 from helpers.training.module import SceneClassifier
 
 
@@ -20,7 +19,7 @@ def synchronize(device):
 class InMemoryLoop:
     """Training steps with the audio already in memory at 32 kHz: front end + network, nothing else."""
 
-    PARTS = ("front end + augmentation", "forward", "backward", "optimizer")
+    PARTS = ("loss (augmentation, front end, network)", "backward", "optimizer")
 
     def __init__(self, args, waveforms, labels, device):
         self.module = SceneClassifier(vars(args), input_sample_rate=args.sample_rate).to(device).train()
@@ -30,16 +29,14 @@ class InMemoryLoop:
         self.parts = dict.fromkeys(self.PARTS, 0.0)  # seconds of each part, summed over the steps
 
     def step(self, profile=False) -> float:
-        """One training step; its seconds."""
+        """One training step (``SceneClassifier.training_loss``, backward, AdamW); its seconds."""
         device, batch_size = self.device, self.batch_size
         synchronize(device)
         marks = [time.perf_counter()]
         index = torch.randint(0, len(self.labels), (batch_size,))
-        x, y = self.waveforms[index].to(device), self.labels[index].to(device)
-        features, mix = self.module.augment(x, ["a"] * batch_size, self.module.frontend)
-        synchronize(device) if profile else None
-        marks.append(time.perf_counter())
-        loss = label_loss(self.module.model(features), y, mix)
+        batch = (self.waveforms[index].to(device), self.labels[index].to(device), ["a"] * batch_size,
+                 [f"{i}.wav" for i in index.tolist()])
+        loss, _ = self.module.training_loss(batch)
         synchronize(device) if profile else None
         marks.append(time.perf_counter())
         self.optimizer.zero_grad(set_to_none=True)

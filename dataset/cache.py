@@ -76,9 +76,8 @@ class AudioCache:
         return torch.from_numpy(self.array[self.index[filename]].astype(np.float32))[None]
 
     def waveforms(self, filenames) -> torch.Tensor:
-        """``[len(filenames), 1, n_samples]`` float32, read in one go (one copy out of the mapping,
-        one conversion), which costs a batch a fraction of reading its clips one by one. torch converts
-        the 16-bit samples (the same values) four times faster than numpy (0.6 vs 2.4 ms a batch of 64)."""
+        """``[len(filenames), 1, n_samples]`` float32, read in one go: one copy out of the mapping and one
+        conversion (by torch, the faster of the two libraries at it) for the whole batch."""
         rows = np.fromiter((self.index[name] for name in filenames), dtype=np.int64, count=len(filenames))
         return torch.from_numpy(self.array[rows]).float()[:, None]
 

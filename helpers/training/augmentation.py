@@ -98,8 +98,8 @@ def convolve_devices(waveform: torch.Tensor, devices, responses: torch.Tensor, p
     clips = waveform.index_select(0, rows_on_device).float()  # [k, ..., samples]
     kernels = responses.index_select(0, to_device(which[rows], responses.device)).float()
     kernels = kernels.view(clips.shape[0], *[1] * (clips.dim() - 2), -1)
-    # zeros after a response change nothing in the first samples; they make the FFT length one
-    # with small prime factors (32000 + 16000 - 1 = 47999 = 7 * 6857 is four times slower than 48000)
+    # zeros after a response change nothing in the first samples; they make the FFT length one with
+    # small prime factors, which FFTs compute fast (32000 + 16000 - 1 = 47999 = 7 * 6857 has a large one)
     full = clips.shape[-1] + kernels.shape[-1] - 1
     kernels = F.pad(kernels, (0, fast_fft_length(full) - full))
     convolved = torchaudio.functional.fftconvolve(clips, kernels, mode="full")[..., :waveform.shape[-1]]
