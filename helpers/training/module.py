@@ -97,7 +97,8 @@ class SceneClassifier(L.LightningModule):
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, constants)
 
     def on_fit_start(self):
-        self.first_nonfinite_step = None
+        # on every process from the start: the check below is a collective that all of them must join
+        self.first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=self.device)
 
     def on_train_batch_start(self, batch, batch_idx):
         if is_qat(self.model):  # observers and batch-norm statistics frozen for the last epochs
@@ -149,7 +150,7 @@ class SceneClassifier(L.LightningModule):
     def stop_if_nonfinite(self) -> None:
         """Stop on every process together when the loss of any process was not finite: the decision is taken
         on the maximum over the processes, so none is left waiting in the next all-reduce."""
-        if self.first_nonfinite_step is None:
+        if self.first_nonfinite_step is None:  # not fitting
             return
         step = int(self.trainer.strategy.reduce(self.first_nonfinite_step, reduce_op="max"))
         if step >= 0:
