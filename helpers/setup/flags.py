@@ -10,7 +10,16 @@ import os
 from dataset.dcase25 import TRAIN_DEVICES
 from helpers.base.command_line import StrictParser
 from helpers.setup import flags_page
-from helpers.setup.defaults import DEMO_DEFAULTS, STAGE_DEFAULTS, STUDENTS, given_flags, networks_training_defaults
+from helpers.setup.defaults import (
+    DEMO_DEFAULTS,
+    NETWORK,
+    STAGE,
+    STAGE_DEFAULTS,
+    STUDENTS,
+    given_flags,
+    networks_training_defaults,
+    resolve_defaults,
+)
 from helpers.setup.network_flags import add_network_flags, apply_network_flags, stage_takes_network_from_flags
 from models.quantization import QUANTIZE_CHOICES
 from models.registry import DEFAULT_NETWORK
@@ -183,19 +192,32 @@ def stage2_parser(description: str) -> argparse.ArgumentParser:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse flags. Flags not given take, in this order of precedence, the demo defaults (with ``--demo``),
-    the training defaults of the network (``--model``, or in stage 2 the checkpoint's), the stage's."""
+    """Parse flags (``parse_flags``); in stage 2 the network whose training defaults apply is the one of the
+    checkpoint the run starts from or continues, read by ``network_of_run``."""
+    network = None
+    if not stage_takes_network_from_flags(parser.get_default("_stage")):
+        network = network_of_run(parser.parse_args(argv))
+    return parse_flags(parser, argv, network)
+
+
+def parse_flags(parser: argparse.ArgumentParser, argv=None, network: str = None) -> argparse.Namespace:
+    """Parse flags without reading any file. Flags not given take, in this order of precedence, the demo
+    defaults (with ``--demo``), the training defaults of the network (``--model``, or in stage 2 ``network``),
+    the stage's (``resolve_defaults``)."""
     args = parser.parse_args(argv)
     stage = args._stage
-    network = args.model if stage_takes_network_from_flags(stage) else network_of_run(args)
+    if stage_takes_network_from_flags(stage):
+        network = args.model
     training_defaults = networks_training_defaults(stage).get(network, {})
-    if training_defaults or args.demo:
-        parser.set_defaults(**{**training_defaults, **(DEMO_DEFAULTS[stage] if args.demo else {})})
-        args = parser.parse_args(argv)
     given = given_flags(argv)
+    resolved = resolve_defaults(stage, training_defaults, args.demo, given)
+    changed = {flag: value for flag, (value, source) in resolved.items() if source != STAGE}
+    if changed:  # as parser defaults, so that argparse converts them by type as it does the stage's
+        parser.set_defaults(**changed)
+        args = parser.parse_args(argv)
     args._given_flags = given
     args._training_defaults = {k: getattr(args, k) for k in training_defaults
-                               if f"--{k}" not in given and not (args.demo and k in DEMO_DEFAULTS[stage])}
+                               if resolved.get(k, (None, None))[1] == NETWORK}
     args._training_defaults_of = network
     if "dir_p" in args._training_defaults and not args.dir_dir:  # a recipe's DIR needs responses: off without
         args.dir_p = args._training_defaults["dir_p"] = 0.0
