@@ -13,7 +13,8 @@ from helpers.outputs.complexity import complexity_markdown, device_models_comple
 from helpers.outputs.predictions import evaluate
 from helpers.setup.console import is_rank_zero, rank_zero_print, run_cli
 from helpers.setup.device_system import save_system, stage2_system
-from helpers.setup.flags import parse_args, set_network_flags, stage2_parser
+from helpers.setup.flags import parse_args, stage2_parser
+from helpers.setup.network_flags import set_network_flags
 from helpers.stage import Stage
 from helpers.training.module import SceneClassifier
 from models.registry import network_record

@@ -19,8 +19,8 @@ from helpers.setup.data import (
     open_cache,
     prepare_dataset_dir,
 )
-from helpers.setup.flags import evaluation_commands, stage2_command
 from helpers.setup.loggers import close_logger, make_logger
+from helpers.setup.next_commands import evaluation_commands, stage2_command
 from helpers.setup.runs import finished_results, record_run, take_run_id
 from helpers.setup.trainer import make_trainer, set_log_interval
 from helpers.training.teacher_file import read_teacher_logits

@@ -4,7 +4,7 @@ A network lives in its own module under ``models/``: a config dataclass and an `
 class decorated with ``@register_network("name", ConfigClass)``. The modules of this folder that
 use the decorator are found and imported on first use, so a new file is all it takes; nothing
 else lists the networks. Fields of the config made with ``flag(default, help)`` become
-command-line flags ``--<field>`` (see ``helpers/setup/flags.py``).
+command-line flags ``--<field>`` (see ``helpers/setup/network_flags.py``).
 
 A network may bring its own front end (a class method ``frontend(settings, input_sample_rate)``; the
 others take the log-mel front end of the front-end flags), its starting weights (a method

@@ -14,8 +14,8 @@ import train_base
 import train_device_specific
 from helpers import write_teacher_logits
 from helpers.setup.checkpoints import CheckpointError
-from helpers.setup.flags import written_network_flags
 from helpers.setup.model_loader import read_system
+from helpers.setup.network_flags import written_network_flags
 from models.multi_device import MultiDeviceModel
 from models.registry import build_network, network_record
 

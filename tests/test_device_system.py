@@ -8,8 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from helpers.setup.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint, save_checkpoint
-from helpers.setup.flags import build_parser, parse_args, written_network_flags
+from helpers.setup.flags import build_parser, parse_args
 from helpers.setup.model_loader import read_system
+from helpers.setup.network_flags import written_network_flags
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig
 from models.multi_device import MultiDeviceModel

@@ -18,8 +18,9 @@ from helpers.outputs.complexity import model_complexity
 from helpers.outputs.package_files import carried_modules
 from helpers.outputs.submission import ExportError, export_submission
 from helpers.setup.checkpoints import CheckpointError
-from helpers.setup.flags import build_parser, parse_args, written_network_flags
+from helpers.setup.flags import build_parser, parse_args
 from helpers.setup.model_loader import read_system
+from helpers.setup.network_flags import written_network_flags
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network
 from models.cp_resnet import CPResNet, CPResNetConfig, kernel_sizes

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from dataset.dcase25 import CLASSES, DEVICE_GROUPS, DEVICES
 from helpers.setup.data import available_cpus, loader_workers
-from helpers.setup.flags import DEMO_DEFAULTS, build_parser, parse_args
+from helpers.setup.defaults import DEMO_DEFAULTS
+from helpers.setup.flags import build_parser, parse_args
 from helpers.setup.loggers import resolve_wandb_mode, wandb_has_credentials
 from helpers.training.metrics import SceneDeviceAccuracy
 from helpers.training.module import warmup_cosine

@@ -20,7 +20,8 @@ from dataset import demo
 from dataset.dcase25 import TRAIN_DEVICES
 from helpers.base.errors import DataError
 from helpers.outputs.complexity import model_complexity, over_limits_warning
-from helpers.setup.flags import DEMO_DEFAULTS, STAGE_DEFAULTS, build_parser, parse_args, stage1_parser, stage2_parser
+from helpers.setup.defaults import DEMO_DEFAULTS, STAGE_DEFAULTS
+from helpers.setup.flags import build_parser, parse_args, stage1_parser, stage2_parser
 from helpers.setup.runs import RUN_ID_ENV
 from helpers.training.module import SceneClassifier
 from models.cp_mobile import Network, NetworkConfig

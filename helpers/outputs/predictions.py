@@ -13,7 +13,7 @@ from helpers.outputs.complexity import complexity_markdown, device_models_comple
 from helpers.setup.checkpoints import run_of_checkpoint, save_checkpoint
 from helpers.setup.data import check_audio, make_loader
 from helpers.setup.device_system import load_device_system
-from helpers.setup.flags import set_network_flags
+from helpers.setup.network_flags import set_network_flags
 from helpers.training.module import SceneClassifier
 from models.inference import store_for_submission
 from models.registry import network_record

@@ -4,8 +4,8 @@ every device (``model.base_model.*``, ``model.device_models.<device>.*``, the de
 is given what the run's flags say about the checkpoint: ``--ckpt_prefix`` and the network flags written."""
 from helpers.setup.checkpoints import CheckpointError, resolve_checkpoint, save_checkpoint
 from helpers.setup.console import rank_zero_print
-from helpers.setup.flags import written_network_flags
 from helpers.setup.model_loader import load_general_model, merge_device_runs, read_device_system
+from helpers.setup.network_flags import written_network_flags
 from models.multi_device import MultiDeviceModel
 from models.registry import network_record
 

@@ -1,42 +1,28 @@
-"""Command-line flags of both training scripts, with the organisers' names and defaults, the flags of
-every registered network, and the next commands a run prints (they carry the flags it must share).
+"""Command-line flags of both training scripts, with the organisers' names and defaults and the flags of
+every registered network (network_flags.py); parsing applies the defaults in their order (defaults.py).
 
-``python -m helpers.setup.flags --markdown`` prints every flag of both scripts as docs/flags.md holds them.
+``python -m helpers.setup.flags docs/flags.md`` writes every flag of both scripts to the flags page
+(flags_page.py).
 """
 import argparse
 import os
-import shlex
-import sys
-from pathlib import Path
 
 from dataset.dcase25 import TRAIN_DEVICES
 from helpers.base.command_line import StrictParser
-from helpers.files import write_text
+from helpers.setup import flags_page
+from helpers.setup.defaults import (
+    DEMO_DEFAULTS,
+    NETWORK,
+    STAGE,
+    STAGE_DEFAULTS,
+    STUDENTS,
+    given_flags,
+    networks_training_defaults,
+    resolve_defaults,
+)
+from helpers.setup.network_flags import add_network_flags, apply_network_flags, stage_takes_network_from_flags
 from models.quantization import QUANTIZE_CHOICES
-from models.registry import DEFAULT_NETWORK, flag_fields, make_config, networks
-
-# Stage-specific defaults, as in the organisers' two scripts.
-STAGE_DEFAULTS = {
-    "base": dict(experiment_name="Baseline_general", n_epochs=150, lr=0.005, warmup_steps=2000, mixstyle_p=0.4),
-    "device": dict(experiment_name="Baseline_multi_device", n_epochs=50, lr=5e-4, warmup_steps=200,
-                   mixstyle_p=0.0),
-}
-
-# --student NAME: named network presets; flags given on the command line still win.
-STUDENTS = {
-    # 8-bit CP-Mobile with 80,758 parameters (83,558 bytes at 8 bits, 29,791,216 MACs): too big for
-    # 16 bits; stage 1 narrower (24 channels) to free MACs for wider stages 2 and 3 (72, 216)
-    "big8": dict(base_channels=24, channels_multiplier=3.0, expansion_rate=1.9, quantize="int8"),
-}
-
-# --demo scales the recipe down to the demo set (about 1,400 training clips) so it ends in minutes.
-# Flags given on the command line still win.
-DEMO_DEFAULTS = {
-    "base": dict(n_epochs=12, batch_size=64, warmup_steps=60, check_val_every_n_epoch=4,
-                 cache_dir="cache"),
-    "device": dict(n_epochs=6, batch_size=32, warmup_steps=10, check_val_every_n_epoch=3,
-                   cache_dir="cache"),
-}
+from models.registry import DEFAULT_NETWORK
 
 
 def demo_help(stage: str) -> str:
@@ -163,13 +149,6 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def networks_training_defaults(stage: str) -> dict:
-    """``{network: {flag: default}}``: the training defaults that registered networks bring for ``stage`` (a
-    class attribute ``training_defaults = {"base": {...}, "device": {...}}``, e.g. PaSST's teacher recipe)."""
-    found = {name: getattr(cls, "training_defaults", {}).get(stage) for name, cls in networks().items()}
-    return {name: defaults for name, defaults in found.items() if defaults}
-
-
 def network_of_run(args):
     """The network stage 2 trains, read from the checkpoint it starts from (or continues), without loading the
     weights; None where there is no such checkpoint (the error comes when the run starts)."""
@@ -184,11 +163,6 @@ def network_of_run(args):
         return recorded_network(resolve_checkpoint(start, args.project_name)) if start else None
     except CheckpointError:
         return None
-
-
-def given_flags(argv) -> set:
-    """The flags written on the command line ``argv`` (``--flag`` and ``--flag=value`` alike)."""
-    return {token.split("=", 1)[0] for token in (sys.argv[1:] if argv is None else argv) if token.startswith("--")}
 
 
 def stage1_parser(description: str) -> argparse.ArgumentParser:
@@ -218,19 +192,32 @@ def stage2_parser(description: str) -> argparse.ArgumentParser:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse flags. Flags not given take, in this order of precedence, the demo defaults (with ``--demo``),
-    the training defaults of the network (``--model``, or in stage 2 the checkpoint's), the stage's."""
+    """Parse flags (``parse_flags``); in stage 2 the network whose training defaults apply is the one of the
+    checkpoint the run starts from or continues, read by ``network_of_run``."""
+    network = None
+    if not stage_takes_network_from_flags(parser.get_default("_stage")):
+        network = network_of_run(parser.parse_args(argv))
+    return parse_flags(parser, argv, network)
+
+
+def parse_flags(parser: argparse.ArgumentParser, argv=None, network: str = None) -> argparse.Namespace:
+    """Parse flags without reading any file. Flags not given take, in this order of precedence, the demo
+    defaults (with ``--demo``), the training defaults of the network (``--model``, or in stage 2 ``network``),
+    the stage's (``resolve_defaults``)."""
     args = parser.parse_args(argv)
     stage = args._stage
-    network = args.model if stage_takes_network_from_flags(stage) else network_of_run(args)
+    if stage_takes_network_from_flags(stage):
+        network = args.model
     training_defaults = networks_training_defaults(stage).get(network, {})
-    if training_defaults or args.demo:
-        parser.set_defaults(**{**training_defaults, **(DEMO_DEFAULTS[stage] if args.demo else {})})
-        args = parser.parse_args(argv)
     given = given_flags(argv)
+    resolved = resolve_defaults(stage, training_defaults, args.demo, given)
+    changed = {flag: value for flag, (value, source) in resolved.items() if source != STAGE}
+    if changed:  # as parser defaults, so that argparse converts them by type as it does the stage's
+        parser.set_defaults(**changed)
+        args = parser.parse_args(argv)
     args._given_flags = given
     args._training_defaults = {k: getattr(args, k) for k in training_defaults
-                               if f"--{k}" not in given and not (args.demo and k in DEMO_DEFAULTS[stage])}
+                               if resolved.get(k, (None, None))[1] == NETWORK}
     args._training_defaults_of = network
     if "dir_p" in args._training_defaults and not args.dir_dir:  # a recipe's DIR needs responses: off without
         args.dir_p = args._training_defaults["dir_p"] = 0.0
@@ -262,205 +249,10 @@ def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace
     return args
 
 
-# --- network flags: --model and the flags of every registered network's config ---
-
-def stage_takes_network_from_flags(stage: str) -> bool:
-    """Stage 1 builds the network from the flags; stage 2 takes it from the checkpoint it starts from."""
-    return stage == "base"
+def script_parsers() -> dict:
+    """``{script: parser}`` of both training scripts, as the flags page lists them."""
+    return {"train_base.py": stage1_parser(""), "train_device_specific.py": stage2_parser("")}
 
 
-def network_flags() -> dict:
-    """``--<field>`` of every network config: field name -> ``{network name: dataclass field}``."""
-    flags = {}
-    for name, cls in networks().items():
-        for field in flag_fields(cls.config_class):
-            flags.setdefault(field.name, {})[name] = field
-    for flag, by_network in flags.items():
-        types = {type(f.default).__name__ for f in by_network.values()}
-        if len(types) > 1:
-            raise TypeError(f"--{flag} has defaults of different types ({', '.join(sorted(types))}) in the networks "
-                            f"{', '.join(by_network)}: a flag shared by name must have one type.")
-    return flags
-
-
-def add_network_flags(parser: argparse.ArgumentParser, stage: str):
-    from_checkpoint = not stage_takes_network_from_flags(stage)
-    group = parser.add_argument_group(
-        "network",
-        "--model picks the network; each network takes the flags of its config (models/<network>.py). A flag that "
-        "several networks share has one name and a default per network, shown as [network=default]; a flag left "
-        "out takes the default of the chosen network, and a flag the chosen network does not have is an error."
-        + (" Stage 2 rebuilds the network from the stage-1 checkpoint: give these flags only to check it (a value "
-           "that differs from the checkpoint's is an error)." if from_checkpoint else ""))
-    known = list(networks())
-    group.add_argument("--model", choices=known, default=argparse.SUPPRESS if from_checkpoint else DEFAULT_NETWORK,
-                       help="the network" + (" (default: the checkpoint's)" if from_checkpoint else ""))
-    for flag, by_network in network_flags().items():
-        field = next(iter(by_network.values()))
-        defaults = ", ".join(f"{name}={_shown(f.default)}" for name, f in by_network.items())
-        if isinstance(field.default, bool):
-            kwargs = {"action": argparse.BooleanOptionalAction}
-        elif isinstance(field.default, tuple):
-            kwargs = {"nargs": "+", "type": type(field.default[0])}
-        else:
-            kwargs = {"type": type(field.default)}
-        # no default here: apply_network_flags fills in the chosen network's own
-        group.add_argument(f"--{flag}", default=argparse.SUPPRESS,
-                           help=f"{field.metadata['help']} [{defaults}]", **kwargs)
-    return group
-
-
-def _shown(value) -> str:
-    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
-
-
-def given_network_flags(args) -> dict:
-    """The network flags given on the command line (the others are absent until filled in)."""
-    return {flag: getattr(args, flag) for flag in network_flags() if hasattr(args, flag)}
-
-
-def written_network_flags(args) -> dict:
-    """The network flags (and ``model``) written on the command line, where a checkpoint's network must agree
-    with them (stage 1 fills in the others with defaults, which say nothing about a checkpoint)."""
-    written = getattr(args, "_given_flags", None)
-    present = {**given_network_flags(args), **({"model": args.model} if hasattr(args, "model") else {})}
-    return present if written is None else {k: v for k, v in present.items() if f"--{k}" in written}
-
-
-def apply_network_flags(args, model: str) -> None:
-    """Set ``args.model`` and every flag of that network's config: the given value, else the network's
-    default. A flag that only other networks have is refused (ValueError)."""
-    flags = network_flags()
-    given = given_network_flags(args)
-    foreign = [flag for flag in given if model not in flags[flag]]
-    if foreign:
-        raise ValueError("; ".join(f"--{flag} is a flag of {', '.join(flags[flag])}" for flag in foreign)
-                         + f", not of --model {model}: leave it out, or choose that --model.")
-    args.model = model
-    config = make_config(model, given)
-    for field in flag_fields(type(config)):
-        setattr(args, field.name, getattr(config, field.name))
-
-
-def set_network_flags(args, record: dict) -> None:
-    """Make ``args`` describe the network of ``record`` (``{"name", "config"}`` and ``quantize``), so
-    that what a run saves and logs names the network it really trained."""
-    args.model = record["name"]
-    args.quantize = record.get("quantize")
-    config = make_config(record["name"], record["config"])
-    for field in flag_fields(type(config)):
-        setattr(args, field.name, getattr(config, field.name))
-
-
-def group_flags(parser: argparse.ArgumentParser, title: str) -> list:
-    """The flags of the argument group ``title`` ("network", "front end", ...) of ``build_parser``."""
-    group = next(g for g in parser._action_groups if g.title == title)
-    return [action.dest for action in group._group_actions]
-
-
-def command_line(script: str, leading, args, flags, defaults: argparse.ArgumentParser) -> str:
-    """``python <script> <leading ...>`` followed by each of ``flags`` whose value in ``args`` differs from its
-    default in ``defaults``: the next command of a run, carrying the settings it must share with it."""
-    command = ["python", script, *map(str, leading)]
-    for flag in flags:
-        value = getattr(args, flag, None)
-        if value is not None and value != defaults.get_default(flag):
-            command += [f"--{flag}", str(value)]
-    return shlex.join(command)
-
-
-def model_flags(parser: argparse.ArgumentParser) -> list:
-    """The flags that define the model's input: a later command on the same run must repeat them (the
-    network itself is rebuilt from the checkpoint)."""
-    return ["orig_sample_rate"] + group_flags(parser, "front end")
-
-
-def stage2_command(args, run_id) -> str:
-    """The command that starts stage 2 from stage-1 run ``run_id``, with the data, project and model flags it
-    must share (the network, 8-bit or not, comes from the checkpoint)."""
-    defaults = stage2_parser("")
-    shared = ["project_name", "wandb_mode"] + (["demo_dir"] if args.demo else ["dataset_dir", "split_dir"])
-    leading = ["--ckpt_id", run_id] + (["--demo"] if args.demo else [])
-    return command_line("train_device_specific.py", leading, args, shared + model_flags(defaults), defaults)
-
-
-def evaluation_commands(args, run_id) -> str:
-    """The commands that predict the evaluation set with stage-2 run ``run_id`` and export it as a submission."""
-    defaults = stage2_parser("")
-    eval_dir = str(Path(args.demo_dir) / "eval") if args.demo else "EVAL_DIR"
-    leading = ["--ckpt_id", run_id, "--evaluate", "--eval_dir", eval_dir] + (["--demo"] if args.demo else [])
-    flags = ["project_name"] + (["demo_dir"] if args.demo else []) + model_flags(defaults)
-    evaluate = command_line("train_device_specific.py", leading, args, flags, defaults)
-    export = command_line("export_submission.py", ["--ckpt_id", run_id, "--submission_name", "Lastname_INST_task1",
-                                                   "--submission_index", "1"], args, ["project_name"], defaults)
-    where = "" if args.demo else " (EVAL_DIR: the evaluation set, with audio/ and evaluation_setup/)"
-    return (f"Predict the evaluation set with{where}:\n  {evaluate}\n"
-            f"Export the run as a submission package (your label, index 1 to 4) with:\n  {export}")
-
-
-# --- docs/flags.md, written from the parsers ---
-
-FLAGS_PAGE = Path("docs") / "flags.md"
-
-
-def _default_cell(action, parser) -> str:
-    default = parser.get_default(action.dest)
-    if default is argparse.SUPPRESS:
-        return "the network's" if action.dest != "model" else "the checkpoint's"
-    if default is None or default is False:
-        return "-"
-    if default is True:
-        return "on"
-    return "`" + (" ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)) + "`"
-
-
-def flags_markdown() -> str:
-    """The page of every flag of both training scripts, by group, with each script's default."""
-    scripts = {"train_base.py": stage1_parser(""), "train_device_specific.py": stage2_parser("")}
-    groups = {}  # group title -> flag -> {"help": text, script: default cell}
-    for script, parser in scripts.items():
-        for group in parser._action_groups:
-            for action in group._group_actions:
-                if not action.option_strings or action.dest == "help":
-                    continue
-                entry = groups.setdefault(group.title, {}).setdefault(action.option_strings[0],
-                                                                      {"help": action.help or ""})
-                entry[script] = _default_cell(action, parser)
-    lines = ["# Flags", "",
-             f"<!-- written by `python -m helpers.setup.flags {FLAGS_PAGE}`; tests/test_flags_page.py fails when "
-             "it is stale -->", "",
-             "Every flag of the two training scripts with its default in each (`-`: none, the flag is off or "
-             "unset). The organisers' flags keep their names and defaults; flags must be written in full. "
-             "`--help` of a script lists the same.", ""]
-    for title, flags in groups.items():
-        lines += [f"## {title}", "", "| flag | train_base.py | train_device_specific.py | meaning |",
-                  "|---|---|---|---|"]
-        for flag, entry in flags.items():
-            cells = [entry.get(script, "(not a flag)") for script in scripts]
-            meaning = entry["help"].replace("|", "\\|").replace("%%", "%")
-            lines.append(f"| `{flag}` | {cells[0]} | {cells[1]} | {meaning} |")
-        lines.append("")
-    lines += ["## What `--demo` changes", "",
-              "With `--demo` these defaults replace the ones above (flags given on the command line still win):", "",
-              "| flag | train_base.py | train_device_specific.py |", "|---|---|---|"]
-    for flag in dict.fromkeys([*DEMO_DEFAULTS["base"], *DEMO_DEFAULTS["device"]]):
-        cells = [f"`{DEMO_DEFAULTS[stage][flag]}`" if flag in DEMO_DEFAULTS[stage] else "-"
-                 for stage in ("base", "device")]
-        lines.append(f"| `--{flag}` | {cells[0]} | {cells[1]} |")
-    return "\n".join(lines) + "\n"
-
-
-def main(argv=None):
-    parser = StrictParser(description="Write the flags page from the parsers:\n\n"
-                                      f"    python -m helpers.setup.flags {FLAGS_PAGE}\n")
-    parser.add_argument("out", nargs="?", default=None, help="the file to write (default: print the page)")
-    args = parser.parse_args(argv)
-    page = flags_markdown()
-    if args.out is None:
-        print(page, end="")
-    else:
-        write_text(args.out, page)
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m helpers.setup.flags docs/flags.md
+    flags_page.main(script_parsers())

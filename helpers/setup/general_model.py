@@ -1,8 +1,8 @@
 """The network stage 1 trains: the general model of ``--init_ckpt``, or a fresh network of the flags."""
 from helpers.setup.checkpoints import resolve_checkpoint
 from helpers.setup.console import rank_zero_print
-from helpers.setup.flags import set_network_flags, written_network_flags
 from helpers.setup.model_loader import load_general_model
+from helpers.setup.network_flags import set_network_flags, written_network_flags
 from models.quantization import with_quantization
 from models.registry import build_network, network_record
 
