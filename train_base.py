@@ -10,7 +10,7 @@ from helpers.setup.console import run_cli
 from helpers.setup.flags import parse_args, stage1_parser
 from helpers.setup.general_model import start_model
 from helpers.stage import Stage
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 
 
 def main(argv=None):
@@ -18,7 +18,7 @@ def main(argv=None):
     stage = Stage(args, "base")
 
     # the model and the data are checked before anything is written: a broken set never starts a run
-    module = SceneClassifier(vars(args), model=start_model(args), input_sample_rate=stage.input_rate)
+    module = build_module(vars(args), model=start_model(args), input_sample_rate=stage.input_rate)
     complexity = stage.announce_model(module.model)
     train, test = stage.check_inputs()
     module.teacher = stage.teacher

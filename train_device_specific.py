@@ -16,7 +16,7 @@ from helpers.setup.device_system import save_system, stage2_system
 from helpers.setup.flags import parse_args, stage2_parser
 from helpers.setup.network_flags import set_network_flags
 from helpers.stage import Stage
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from models.registry import network_record
 
 
@@ -47,7 +47,7 @@ def main(argv=None):
             continue
         # each phase trains only this device's copy; its curves are logged as "<device>/..."
         rank_zero_print(f"\n=== Fine-tuning the model of device {device} ===")
-        module = SceneClassifier(config, model=system.device_models[device], log_prefix=f"{device}/",
+        module = build_module(config, model=system.device_models[device], log_prefix=f"{device}/",
                                  input_sample_rate=stage.input_rate, teacher=stage.teacher)
         phase_ckpt = stage.checkpoint_path(f"last-{device}")
         trainer = stage.trainer(checkpoint_name=phase_ckpt.stem)
@@ -60,9 +60,9 @@ def main(argv=None):
             phase_ckpt.unlink(missing_ok=True)
 
     # final test on the whole test split, 16-bit parameters: the general model and the device-specific system
-    general_module = SceneClassifier(config, model=system.base_model, log_prefix="general/",
+    general_module = build_module(config, model=system.base_model, log_prefix="general/",
                                      input_sample_rate=stage.input_rate)
-    system_module = SceneClassifier(config, model=system, input_sample_rate=stage.input_rate)
+    system_module = build_module(config, model=system, input_sample_rate=stage.input_rate)
     complexity = device_models_complexity(system, stage.input_shape())
     stage.logger.log_hyperparams({"complexity": complexity})
     rank_zero_print("\n" + complexity_markdown(complexity))

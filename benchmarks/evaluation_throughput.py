@@ -12,7 +12,7 @@ from dataset import dcase25
 from helpers.setup.checkpoints import hyper_parameters
 from helpers.setup.data import make_loader
 from helpers.setup.model_loader import read_device_system
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from models import inference
 from models.cp_mobile import Network
 from models.multi_device import MultiDeviceModel
@@ -100,7 +100,7 @@ def agreement(args, dataset_dir, cache, device):
         system, config = MultiDeviceModel(Network(), dcase25.TRAIN_DEVICES).half(), vars(args)
     system = system.to(device).eval()
     # the run's front end, from the cache's rate (no augmentation is used: DIR's responses are not read)
-    module = SceneClassifier({**config, "dir_p": 0.0}, model=system, input_sample_rate=args.sample_rate)
+    module = build_module({**config, "dir_p": 0.0}, model=system, input_sample_rate=args.sample_rate)
     frontend = module.frontend.to(device)
     half = device.type != "cpu"  # what evaluation computes in (models/inference.py)
     ways = {"chosen": inference.infer, "other": with_forms(forms(system, not half, device))}
@@ -124,7 +124,7 @@ def test_split_seconds(args, dataset_dir, cache, accelerator):
     """(f) the final test of the device-specific system on the whole (demo) test split."""
     rows = dcase25.test_rows(dataset_dir, args.split_dir)
     system = MultiDeviceModel(Network(), dcase25.TRAIN_DEVICES)
-    module = SceneClassifier(vars(args), model=system, input_sample_rate=args.sample_rate)
+    module = build_module(vars(args), model=system, input_sample_rate=args.sample_rate)
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False)
     loader = make_loader(dataset_dir, rows, args, train=False, cache=cache)

@@ -22,7 +22,7 @@ from dataset.dcase25 import training_rows  # noqa: E402
 from helpers.outputs.complexity import model_complexity  # noqa: E402
 from helpers.setup.data import make_loader, open_cache, prepare_dataset_dir  # noqa: E402
 from helpers.setup.flags import build_parser, parse_args  # noqa: E402
-from helpers.training.module import SceneClassifier  # noqa: E402
+from helpers.training.builder import build_module  # noqa: E402
 from models.registry import NetworkError  # noqa: E402
 
 SPLIT_25_CLIPS, TEST_CLIPS = 34_900, 29_680  # the published split sizes (training, test)
@@ -104,12 +104,12 @@ def projected_minutes(clips_per_second: float, epochs: int, validations: int) ->
 
 def cp_mobile_rows(cache_dir: str) -> tuple:
     """The CP-Mobile table rows and the fastest clips/s."""
-    macs = model_complexity(SceneClassifier(vars(args_for())).model)["macs"]
+    macs = model_complexity(build_module(vars(args_for())).model)["macs"]
     name = torch.cuda.get_device_name()
     peak = peak_of(name)
     rows, best = [], 0.0
     for precision, dtype in PRECISIONS.items():
-        seconds = step_seconds(SceneClassifier(vars(args_for()), input_sample_rate=44100), 256, dtype)
+        seconds = step_seconds(build_module(vars(args_for()), input_sample_rate=44100), 256, dtype)
         rate = 256 / seconds
         best = max(best, rate)
         tflops = 6 * macs * 256 / seconds / 1e12  # forward 2 FLOPs per MAC, backward twice the forward
@@ -147,7 +147,7 @@ def main(argv=None):
               f"| stage 2 (50 epochs per device over the same clips, 5 validations each) | "
               f"{projected_minutes(rate, 50, 5):.0f} |", ""]
     try:
-        teacher = SceneClassifier(vars(args_for("--model", "passt", "--pretrained", "none")))
+        teacher = build_module(vars(args_for("--model", "passt", "--pretrained", "none")))
         torch.cuda.reset_peak_memory_stats()
         seconds = step_seconds(teacher, 80, torch.bfloat16, steps=5, warmup=2)
         memory = torch.cuda.max_memory_allocated() / 2**30

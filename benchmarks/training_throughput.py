@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.profilers import SimpleProfiler
 
 from helpers.setup.data import make_loader
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 
 
 def synchronize(device):
@@ -22,7 +22,7 @@ class InMemoryLoop:
     PARTS = ("loss (augmentation, front end, network)", "backward", "optimizer")
 
     def __init__(self, args, waveforms, labels, device):
-        self.module = SceneClassifier(vars(args), input_sample_rate=args.sample_rate).to(device).train()
+        self.module = build_module(vars(args), input_sample_rate=args.sample_rate).to(device).train()
         self.module.prepare_to_fit(device)  # as Trainer.fit does: the memory format the training runs in
         self.optimizer = torch.optim.AdamW(self.module.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
         self.waveforms, self.labels, self.device, self.batch_size = waveforms, labels, device, args.batch_size
@@ -76,7 +76,7 @@ class StepTimer(L.Callback):
 
 def fit_steps(args, dataset_dir, rows, cache, steps, warmup, accelerator, interleaved=None, profiler=None):
     """The ``StepTimer`` of ``Trainer.fit`` on real loaders (the path the scripts take)."""
-    module = SceneClassifier(vars(args), input_sample_rate=args.sample_rate if cache else None)
+    module = build_module(vars(args), input_sample_rate=args.sample_rate if cache else None)
     timer = StepTimer(warmup, args.batch_size, torch.device("cuda" if accelerator == "gpu" else "cpu"), interleaved)
     trainer = L.Trainer(max_steps=warmup + steps, accelerator=accelerator, devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

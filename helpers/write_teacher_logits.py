@@ -24,6 +24,7 @@ from helpers.setup.console import rank_zero_print, run_cli
 from helpers.setup.data import check_audio, input_sample_rate, make_loader, open_cache, prepare_dataset_dir
 from helpers.setup.flags import build_parser, parse_args
 from helpers.setup.model_loader import read_device_system
+from helpers.training.builder import build_module
 from helpers.training.metrics import SceneDeviceAccuracy
 from helpers.training.module import SceneClassifier
 from helpers.training.teacher_file import TeacherLogits
@@ -45,7 +46,7 @@ def load_teacher(run, args) -> SceneClassifier:
     config = argparse.Namespace(**{**vars(args), **hyper_parameters(load_checkpoint(path, mmap=True))})
     # the network (any registered one) is rebuilt from the checkpoint alone
     system, _, _ = read_device_system(path, args.project_name, prefix=args.ckpt_prefix)
-    module = SceneClassifier(vars(config), model=system, input_sample_rate=input_sample_rate(args))
+    module = build_module(vars(config), model=system, input_sample_rate=input_sample_rate(args))
     kind = f"device models {', '.join(system.device_models)}" if len(system.device_models) else "general model"
     rank_zero_print(f"Teacher {run}: {path} ({kind}).")
     return module.float().eval().to("cuda" if torch.cuda.is_available() else "cpu")

@@ -22,7 +22,7 @@ from dataset.dcase25 import training_rows  # noqa: E402
 from dataset.demo import write_demo_dataset  # noqa: E402
 from helpers.setup.data import input_sample_rate, make_loader, open_cache  # noqa: E402
 from helpers.setup.flags import build_parser, parse_args  # noqa: E402
-from helpers.training.module import SceneClassifier  # noqa: E402
+from helpers.training.builder import build_module  # noqa: E402
 
 DEMO_SCALE = 0.05  # 80 training clips: 5 steps of 16 per epoch
 # a narrow network and a small front end keep it fast; the augmentations are what is compared. The
@@ -67,7 +67,7 @@ def seeded_losses(dataset_dir, setting: str, cache_dir) -> list:
     cache = open_cache(args, dataset_dir, rows)
     L.seed_everything(args.seed, workers=True, verbose=False)
     loader = make_loader(dataset_dir, rows, args, train=True, cache=cache)
-    module = SceneClassifier(vars(args), input_sample_rate=input_sample_rate(args))
+    module = build_module(vars(args), input_sample_rate=input_sample_rate(args))
     recorder = LossRecorder()
     trainer = L.Trainer(max_epochs=args.n_epochs, accelerator="cpu", devices=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -27,8 +27,8 @@ from helpers.training.augmentation import (
     mixup,
     roll_clips,
 )
+from helpers.training.builder import build_module
 from helpers.training.losses import label_loss
-from helpers.training.module import SceneClassifier
 from models.frontend import LogMelFrontEnd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -122,7 +122,7 @@ def test_order_is_roll_dir_mixup_front_end_masking_log_mixstyle(waveforms, respo
 def test_evaluation_never_augments(waveforms, responses_dir):
     args = flags("--dir_dir", str(responses_dir), "--dir_p", "1", "--mixup_alpha", "0.3", "--timem", "20",
                  "--mixstyle_p", "1")
-    module = SceneClassifier(vars(args)).train()
+    module = build_module(vars(args)).train()
     with torch.no_grad():
         plain = module.model(module.frontend(waveforms))
         torch.manual_seed(0)
@@ -139,7 +139,7 @@ def test_evaluation_never_augments(waveforms, responses_dir):
 def test_flags_are_recorded_and_responses_stay_out_of_checkpoints(responses_dir):
     args = flags("--dir_dir", str(responses_dir), "--dir_p", "0.6", "--dir_devices", "a", "b",
                  "--mixup_alpha", "0.3", "--mixup_p", "0.5", stage="device")
-    module = SceneClassifier(vars(args))
+    module = build_module(vars(args))
     assert {k: module.hparams[k] for k in ("dir_dir", "dir_p", "dir_devices", "mixup_alpha", "mixup_p")} == \
         {"dir_dir": str(responses_dir), "dir_p": 0.6, "dir_devices": ["a", "b"], "mixup_alpha": 0.3, "mixup_p": 0.5}
     assert module.augment.responses.shape[0] == 6
@@ -425,7 +425,7 @@ def test_mixup_probability_per_clip_and_off_draws_nothing():
 
 def test_training_step_mixes_features_of_mixed_waveforms_and_their_labels(waveforms):
     args = flags("--roll_sec", "0", "--freqm", "0", "--mixstyle_p", "0", "--mixup_alpha", "0.3")
-    module = SceneClassifier(vars(args))
+    module = build_module(vars(args))
     torch.manual_seed(2)
     features, mix = module.augment(waveforms, ["a"] * 4, module.frontend)
     expected = module.frontend(direct_mix(waveforms, mix.partner, mix.weight))

@@ -10,7 +10,7 @@ from dataset.dcase25 import training_rows
 from helpers.setup.data import make_loader
 from helpers.setup.flags import parse_args, stage1_parser
 from helpers.setup.trainer import make_trainer
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 
 
 class EpochWeights(L.Callback):
@@ -40,7 +40,7 @@ def train(demo_dir, project, n_epochs, average_last, resume=False, callbacks=())
                                           "100", "--average_last", str(average_last), "--project_name", str(project),
                                           "--accelerator", "cpu"])
     L.seed_everything(3)
-    module = SceneClassifier(vars(args))
+    module = build_module(vars(args))
     trainer = make_trainer(args, False, "avg", enable_progress_bar=False)
     trainer.callbacks.extend(callbacks)
     loader = make_loader(demo_dir, training_rows(demo_dir, demo_dir / "split_setup"), args, train=True)

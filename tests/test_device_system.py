@@ -11,7 +11,7 @@ from helpers.setup.checkpoints import CheckpointError, load_checkpoint, resolve_
 from helpers.setup.flags import build_parser, parse_args
 from helpers.setup.model_loader import read_system
 from helpers.setup.network_flags import written_network_flags
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from models.cp_mobile import Network, NetworkConfig
 from models.multi_device import MultiDeviceModel
 
@@ -158,7 +158,7 @@ def test_fine_tuning_touches_only_the_selected_device(tmp_path):
     system = perturbed_system().train()
     before = {k: v.clone() for k, v in system.state_dict().items()}
     config = vars(build_parser("device", "").parse_args(["--n_epochs", "1", "--warmup_steps", "1"]))
-    module = SceneClassifier(config, model=system.device_models["b"], log_prefix="b/")
+    module = build_module(config, model=system.device_models["b"], log_prefix="b/")
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path)
     trainer.fit(module, DataLoader(RandomClips(8, "b"), batch_size=4))

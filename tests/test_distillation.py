@@ -19,6 +19,7 @@ from helpers.setup.checkpoints import save_checkpoint
 from helpers.setup.data import make_loader
 from helpers.setup.flags import build_parser, parse_args
 from helpers.training import losses
+from helpers.training.builder import build_module, build_parts
 from helpers.training.losses import distillation_loss, kd_loss, teacher_targets
 from helpers.training.module import SceneClassifier
 from helpers.training.teacher_file import TeacherLogits
@@ -205,8 +206,8 @@ def test_each_training_clip_gets_its_own_teacher_row(demo, train, tmp_path, monk
 
     monkeypatch.setattr(losses, "kd_loss", spy_kd_loss)
     prefix = f"{device}/" if device else ""
-    module = Recording(vars(args), log_prefix=prefix, teacher=teacher,
-                       input_sample_rate=32000 if use_cache else 44100)
+    module = Recording(**build_parts(vars(args), input_sample_rate=32000 if use_cache else 44100), config=vars(args),
+                       log_prefix=prefix, teacher=teacher)
     logger = CSVLogger(tmp_path, name="logs")
     trainer = L.Trainer(max_epochs=2, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
@@ -307,7 +308,7 @@ def test_ensemble_file_is_the_mean_of_its_members_and_device_teachers_route_by_d
     # the device-specific teacher: each clip through its device's model, others through the general one,
     # in evaluation mode on the unaugmented clip
     args = parse_args(build_parser("base", ""), [*data, *SMALL_NET])
-    frontend = SceneClassifier(vars(args)).frontend.eval()
+    frontend = build_module(vars(args)).frontend.eval()
     container.eval()
     clips = pd.concat([train, test]).groupby("source_label").head(2)
     dataset = make_loader(demo, clips, args, train=False).dataset

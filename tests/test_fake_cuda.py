@@ -13,7 +13,7 @@ from dataset.demo import write_demo_impulse_responses
 from helpers.setup.flags import build_parser, parse_args
 from helpers.training import augmentation
 from helpers.training import module as module_file
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from helpers.training.teacher_file import TeacherLogits
 from models.inference import store_for_submission
 from models.multi_device import MultiDeviceModel
@@ -53,9 +53,9 @@ def build(flags, responses_dir, monkeypatch):
         from test_passt import one_block_passt
         one_block_passt(monkeypatch)
     torch.manual_seed(0)
-    module = SceneClassifier(vars(args))
+    module = build_module(vars(args))
     if flags == "stage-2 container":
-        module = SceneClassifier(vars(args), model=MultiDeviceModel(module.model, TRAINING_DEVICES))
+        module = build_module(vars(args), model=MultiDeviceModel(module.model, TRAINING_DEVICES))
     if flags.startswith("teacher"):
         module.teacher = TeacherLogits(filenames(), torch.randn(BATCH, len(CLASSES)))
     return module.train()

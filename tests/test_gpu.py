@@ -22,6 +22,7 @@ import train_base
 import train_device_specific
 from dataset.demo import write_demo_impulse_responses
 from helpers.setup.flags import build_parser, parse_args
+from helpers.training.builder import build_module
 from helpers.training.module import SceneClassifier
 from helpers.training.teacher_file import TeacherLogits
 
@@ -59,7 +60,7 @@ def test_both_stages_evaluate_and_export(precision, in_workdir):
 
 def module_on_gpu(*argv, teacher=None) -> SceneClassifier:
     args = parse_args(build_parser("base", ""), list(argv))
-    module = SceneClassifier(vars(args)).cuda().train()
+    module = build_module(vars(args)).cuda().train()
     module.teacher = teacher
     return module
 

@@ -21,7 +21,7 @@ from helpers.setup.checkpoints import CheckpointError
 from helpers.setup.flags import build_parser, parse_args
 from helpers.setup.model_loader import read_system
 from helpers.setup.network_flags import written_network_flags
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from models.cp_mobile import Network
 from models.cp_resnet import CPResNet, CPResNetConfig, kernel_sizes
 from models.multi_device import MultiDeviceModel
@@ -44,7 +44,7 @@ def test_cp_mobile_is_the_default_and_unchanged():
     args = parse_args(build_parser("base", ""), [])
     assert args.model == "cp_mobile"
     assert (args.base_channels, args.channels_multiplier, args.expansion_rate) == (32, 1.8, 2.1)
-    model = SceneClassifier(vars(args)).model
+    model = build_module(vars(args)).model
     assert model_complexity(model) == {"macs": 29_419_156, "params": 61_148, "param_bytes": 122_296,
                                        "bytes_by_dtype": {"float16": 122_296}}
     assert list(model.state_dict()) == list(Network().state_dict())  # the organisers' names
@@ -58,7 +58,7 @@ def test_shared_flags_have_per_network_defaults_and_foreign_flags_are_refused(ca
     assert not hasattr(resnet, "expansion_rate")
     narrow = parse_args(build_parser("base", ""), ["--model", "cp_resnet", "--base_channels", "8", "--n_blocks", "1",
                                                    "1", "1", "--rho", "1"])
-    assert network_record(SceneClassifier(vars(narrow)).model) == {
+    assert network_record(build_module(vars(narrow)).model) == {
         "name": "cp_resnet", "config": {"n_classes": 10, "in_channels": 1, "base_channels": 8,
                                         "channels_multiplier": 2.0, "n_blocks": (1, 1, 1), "rho": 1,
                                         "pool_after": (1, 2)}}
@@ -220,7 +220,7 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
         "export_submission.main(['--ckpt_id', run_id, '--submission_name', 'Toy_TEST_task1', "
         "'--submission_index', '1']); "
         "system, ckpt, _ = read_device_system(run_id, 'DCASE25_Task1'); "
-        "module = SceneClassifier(ckpt['hyper_parameters'], model=system).eval(); "
+        "module = build_module(ckpt['hyper_parameters'], model=system).eval(); "
         "store_for_submission(system); "
         "waves = torch.stack([load_audio(f)[0] for f in json.loads(sys.argv[2])]); "
         "torch.save(module.inference_logits(waves, json.loads(sys.argv[3])), 'reference.pt')")

@@ -22,7 +22,7 @@ from helpers.outputs.submission import export_submission
 from helpers.setup.checkpoints import CheckpointError
 from helpers.setup.flags import build_parser, parse_args
 from helpers.setup.model_loader import load_general_model, read_device_system
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from models.cp_mobile import Network, NetworkConfig
 from models.inference import store_for_submission
 from models.multi_device import MultiDeviceModel
@@ -108,7 +108,7 @@ def test_complexity_counts_every_stored_number_at_its_width(flags):
     args = parse_args(build_parser("base", ""), flags)
     assert args.quantize == "int8"
     float_network = Network(NetworkConfig.from_args(args))
-    module = SceneClassifier(vars(args))
+    module = build_module(vars(args))
     assert is_qat(module.model)
     complexity = model_complexity(module.model)
 
@@ -201,7 +201,7 @@ def test_qat_freezes_for_the_last_epochs_and_tests_the_int8_model(tmp_path):
                                                  "--warmup_steps", "1", "--orig_sample_rate", "8000",
                                                  "--sample_rate", "8000", "--n_fft", "512", "--window_length",
                                                  "400", "--hop_length", "160", "--n_mels", "64", "--freqm", "8"])
-    module = SceneClassifier(vars(args))
+    module = build_module(vars(args))
     snapshots = Snapshots()
     trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[snapshots], accelerator="cpu",
@@ -280,7 +280,7 @@ def save_8bit_stage2_run(root, run_id, flags):
     prepare_qat(system)  # scales from each model's own weights
     path = root / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": SceneClassifier(config, model=system).state_dict(), "hyper_parameters": config}, path)
+    torch.save({"state_dict": build_module(config, model=system).state_dict(), "hyper_parameters": config}, path)
     return config, system, path
 
 
@@ -336,7 +336,7 @@ def test_exported_8bit_package_predicts_as_the_final_test(workdir, package):
     predicted = torch.load(package["cwd"] / "predicted.pt")
 
     # the final test of train_device_specific.py: the int8 system through SceneClassifier.inference_logits
-    module = SceneClassifier(package["config"], model=package["system"]).eval()
+    module = build_module(package["config"], model=package["system"]).eval()
     store_for_submission(package["system"])
     assert not is_qat(package["system"])
     reference = module.inference_logits(torch.stack([load_audio(f)[0] for f in files]), devices)
@@ -356,7 +356,7 @@ def test_complexity_check_of_the_8bit_package(package):
         ("test_complexity.py", ["--submission_name", LABEL, "--submission_index", index]) for index in "12"],
         cwd=package["cwd"], env=package["env"])
     assert ok.returncode == 0, ok.stderr[-3000:]
-    expected = model_complexity(SceneClassifier(package["config"]).model)
+    expected = model_complexity(build_module(package["config"]).model)
     assert f"{expected['macs']:,}" in ok.stdout and f"{expected['param_bytes']:,}" in ok.stdout
     report = json.loads((package["cwd"] / "predictions" / f"{LABEL}_1" / "complexity.json").read_text())
     assert report["within_limits"] and set(report["models"]) == set(DEVICES) | {"general"}

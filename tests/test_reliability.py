@@ -20,7 +20,8 @@ from helpers.setup.checkpoints import CheckpointError, resolve_checkpoint, save_
 from helpers.setup.console import run_cli
 from helpers.setup.flags import build_parser
 from helpers.setup.trainer import make_trainer
-from helpers.training.module import NonFiniteLossError, SceneClassifier
+from helpers.training.builder import build_module
+from helpers.training.module import NonFiniteLossError
 
 pytestmark = pytest.mark.slow  # every test of this module starts processes or trains
 
@@ -152,7 +153,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
                                                 "--warmup_steps", "1"])
     args.devices = 1
     trainer = make_trainer(args, logger=False, run_id="nanrun", enable_progress_bar=False)
-    module = SceneClassifier(vars(args))
+    module = build_module(vars(args))
     with pytest.raises(NonFiniteLossError, match="last checkpoint"):
         trainer.fit(module, DataLoader(NanAfterFirstEpoch(), batch_size=4))
     checkpoint = torch.load(tmp_path / "nan" / "nanrun" / "checkpoints" / "last.ckpt", weights_only=False)

@@ -24,7 +24,7 @@ from helpers.base.errors import DataError
 from helpers.outputs.package_files import rewrite_imports
 from helpers.outputs.submission import ExportError, export_submission
 from helpers.setup.flags import build_parser, parse_args
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from models.cp_mobile import Network, NetworkConfig
 from models.inference import store_for_submission
 from models.multi_device import MultiDeviceModel
@@ -61,7 +61,7 @@ def save_stage2_run(root, run_id, flags=()):
         perturb(system.device_models[device], i + 1)
     path = root / "DCASE25_Task1" / run_id / "checkpoints" / "last.ckpt"
     path.parent.mkdir(parents=True)
-    torch.save({"state_dict": SceneClassifier(config, model=system).state_dict(), "hyper_parameters": config}, path)
+    torch.save({"state_dict": build_module(config, model=system).state_dict(), "hyper_parameters": config}, path)
     return config, system
 
 
@@ -265,7 +265,7 @@ def test_installed_package_interface_and_consistency(exported, venv):
     assert torch.equal(probe["backwards"], logits.flip(0))  # input order, whatever the batching
 
     # the final test of train_device_specific.py: SceneClassifier.inference_logits, 16-bit parameters
-    module = SceneClassifier(exported["config"], model=exported["system"]).eval()
+    module = build_module(exported["config"], model=exported["system"]).eval()
     store_for_submission(exported["system"])
     waveforms = torch.stack([load_audio(f)[0] for f in files])
     reference = module.inference_logits(waveforms, devices)
@@ -309,7 +309,7 @@ def test_complexity_check_and_evaluation_scripts(exported, venv):
     assert table["filename"].tolist() == listed["filename"].tolist()
     assert abs(table[CLASSES].to_numpy().sum(axis=1) - 1).max() < 1e-5
     # the same classes as the training system's inference on the same files
-    module = SceneClassifier(exported["config"], model=exported["system"]).eval()
+    module = build_module(exported["config"], model=exported["system"]).eval()
     store_for_submission(exported["system"])
     waveforms = torch.stack([load_audio(root / "demo_data" / "eval" / f)[0] for f in listed["filename"]])
     reference = module.inference_logits(waveforms, listed["device_id"].astype(str).tolist())

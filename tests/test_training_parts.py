@@ -314,10 +314,11 @@ def test_no_demo_leaves_defaults():
 def test_training_on_a_cpu_runs_channels_last_and_the_checkpoint_is_unchanged(tmp_path):
     import lightning as L
 
-    from helpers.training.module import SceneClassifier
+    from helpers.training.builder import build_module
+
     torch.manual_seed(0)
     args = parse_args(build_parser("base", ""), ["--demo", "--base_channels", "8", "--channels_multiplier", "1"])
-    module = SceneClassifier(vars(args), input_sample_rate=32000)
+    module = build_module(vars(args), input_sample_rate=32000)
     waveforms, labels = torch.randn(8, 32000), torch.randint(0, len(CLASSES), (8,))
     batch = (waveforms, labels, ["a"] * 8, [f"{i}.wav" for i in range(8)])
     batches = torch.utils.data.DataLoader([0], batch_size=1, collate_fn=lambda _: batch)
@@ -329,7 +330,7 @@ def test_training_on_a_cpu_runs_channels_last_and_the_checkpoint_is_unchanged(tm
     assert any(not c.weight.is_contiguous() for c in convolutions if c.kernel_size != (1, 1))  # not just 1x1
     trainer.save_checkpoint(tmp_path / "last.ckpt")
     state = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
-    fresh = SceneClassifier(vars(args), input_sample_rate=32000)
+    fresh = build_module(vars(args), input_sample_rate=32000)
     fresh.load_state_dict(state)
     module.eval(), fresh.eval()
     with torch.no_grad():

@@ -23,7 +23,7 @@ from helpers.outputs.complexity import model_complexity, over_limits_warning
 from helpers.setup.defaults import DEMO_DEFAULTS, STAGE_DEFAULTS
 from helpers.setup.flags import build_parser, parse_args, stage1_parser, stage2_parser
 from helpers.setup.runs import RUN_ID_ENV
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from models.cp_mobile import Network, NetworkConfig
 from models.multi_device import MultiDeviceModel
 
@@ -176,7 +176,7 @@ def test_stage2_warns_once_before_fine_tuning(in_run_folder, capsys):
     root = in_run_folder
     config = vars(parse_args(build_parser("base", ""), ["--base_channels", "40"]))
     general = root / "teacher.ckpt"
-    torch.save({"state_dict": SceneClassifier(config).state_dict(), "hyper_parameters": config}, general)
+    torch.save({"state_dict": build_module(config).state_dict(), "hyper_parameters": config}, general)
     train_device_specific.main(["--ckpt_id", str(general), "--base_channels", "40", "--train_devices", "a",
                                 "--n_epochs", "1", "--wandb_mode", "disabled", *data_flags(root)])
     out = capsys.readouterr().out
@@ -220,7 +220,7 @@ def test_predictions_of_checkpoint_files_are_named_after_the_file(in_run_folder)
     system = MultiDeviceModel(Network(), TRAIN_DEVICES)
     models = root / "my_models"
     models.mkdir()
-    checkpoint = {"state_dict": SceneClassifier(config, model=system).state_dict(), "hyper_parameters": config,
+    checkpoint = {"state_dict": build_module(config, model=system).state_dict(), "hyper_parameters": config,
                   "complete": True}
     torch.save(checkpoint, models / "first.ckpt")
     shutil.copy(models / "first.ckpt", models / "second.ckpt")

@@ -14,7 +14,7 @@ from helpers.setup.checkpoints import run_of_checkpoint, save_checkpoint
 from helpers.setup.data import check_audio, make_loader
 from helpers.setup.device_system import load_device_system
 from helpers.setup.network_flags import set_network_flags
-from helpers.training.module import SceneClassifier
+from helpers.training.builder import build_module
 from models.inference import store_for_submission
 from models.registry import network_record
 
@@ -80,7 +80,7 @@ def evaluate(args) -> Path:
     if out_dir.exists() and not args.overwrite:
         raise SystemExit(f"{out_dir}/ exists already; pass --overwrite to replace its files.")
 
-    module = SceneClassifier(vars(args), model=system).eval()
+    module = build_module(vars(args), model=system).eval()
     complexity = device_models_complexity(system, module.frontend.input_shape())
     print(complexity_markdown(complexity))
     too_big = over_limits(complexity)

@@ -1,6 +1,7 @@
 """The LightningModule both training stages use: the training step (augmentation, loss), the optimiser
 and its schedule, validation and test per class, device and device group, and every logged curve."""
 import math
+from dataclasses import dataclass, fields
 
 import lightning as L
 import torch
@@ -11,8 +12,8 @@ from helpers.training.augmentation import TrainingAugmentation, to_device
 from helpers.training.losses import training_loss
 from helpers.training.metrics import SceneDeviceAccuracy
 from models.inference import infer, store_for_submission
-from models.quantization import frozen_epochs, is_qat, set_qat_frozen, with_quantization
-from models.registry import DEFAULT_NETWORK, build_frontend, build_network, network_record
+from models.quantization import frozen_epochs, is_qat, set_qat_frozen
+from models.registry import network_record
 
 NONFINITE_CHECK_STEPS = 50  # steps between checks of the loss (each one waits for the device)
 
@@ -31,33 +32,39 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+@dataclass(frozen=True)
+class TrainingSettings:
+    """What the optimiser, its schedule and the loss read: the flags of the same names."""
+    lr: float = 0.005
+    weight_decay: float = 1e-4
+    warmup_steps: int = 2000
+    kd_lambda: float = None
+    temperature: float = None
+    qat_freeze_epochs: int = None
+
+    @classmethod
+    def from_config(cls, config: dict) -> "TrainingSettings":
+        return cls(**{f.name: config[f.name] for f in fields(cls) if config.get(f.name) is not None})
+
+
 class SceneClassifier(L.LightningModule):
     """Trains ``model`` on waveforms; validates and tests per class, device and device group.
 
-    ``config`` holds the command-line flags (front end, optimiser, augmentation); metrics are
-    logged as ``<prefix>val/...`` and ``<prefix>test/...``. ``model`` defaults to a fresh
-    network built from the flags (``--model`` and its network's flags); a model that routes by device
-    takes ``(x, devices)``. Checkpoints record the network's name and config under ``network``. With a
-    ``teacher`` (``helpers.training.teacher_file.TeacherLogits``) the training loss is the distillation loss
-    of ``--kd_lambda`` and ``--temperature``, the teacher's logits looked up by each clip's file name.
-    Curves: ``<prefix>train/loss`` and its parts, ``<prefix>lr``, ``<prefix>epoch``, and every figure of
-    ``SceneDeviceAccuracy`` under ``<prefix>val/`` and ``<prefix>test/``.
-    ``input_sample_rate`` is the rate the audio arrives at (default ``orig_sample_rate``).
+    It is given its parts (``helpers/training/builder.py`` makes them from the flags): the network
+    ``model`` (a model that routes by device takes ``(x, devices)``), its ``frontend``, the training
+    augmentation ``augment`` and the ``settings`` of the optimiser and the loss; ``config`` (the run's
+    flags) is saved with its checkpoints, which also record the network's name and config under
+    ``network``. With a ``teacher`` (``helpers.training.teacher_file.TeacherLogits``) the training loss is the
+    distillation loss of ``--kd_lambda`` and ``--temperature``, the teacher's logits looked up by each clip's
+    file name. Curves: ``<prefix>train/loss`` and its parts, ``<prefix>lr``, ``<prefix>epoch``, and every
+    figure of ``SceneDeviceAccuracy`` under ``<prefix>val/`` and ``<prefix>test/``.
     """
 
-    def __init__(self, config: dict, model: torch.nn.Module = None, log_prefix: str = "",
-                 input_sample_rate: int = None, teacher=None):
+    def __init__(self, model: torch.nn.Module, frontend: torch.nn.Module, augment: TrainingAugmentation,
+                 settings: TrainingSettings, config: dict = None, log_prefix: str = "", teacher=None):
         super().__init__()
-        self.save_hyperparameters(config)
-        if model is None:
-            model = build_network(self.hparams.get("model") or DEFAULT_NETWORK, dict(self.hparams))
-            model = with_quantization(model, self.hparams.get("quantize"))
-        self.model = model
-        # the network's own front end, for audio at the rate it arrives at (the audio cache: resampled already)
-        network = getattr(model, "base_model", model)
-        name = getattr(network, "network_name", self.hparams.get("model") or DEFAULT_NETWORK)
-        self.frontend = build_frontend(name, dict(self.hparams), input_sample_rate)
-        self.augment = TrainingAugmentation.from_args(self.hparams, input_sample_rate or self.hparams.orig_sample_rate)
+        self.save_hyperparameters(dict(config or {}))
+        self.model, self.frontend, self.augment, self.settings = model, frontend, augment, settings
         self.log_prefix = log_prefix
         self.teacher = teacher
         self.val_metrics = SceneDeviceAccuracy()
@@ -103,7 +110,7 @@ class SceneClassifier(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx):
         if is_qat(self.model):  # observers and batch-norm statistics frozen for the last epochs
             n_epochs = self.trainer.max_epochs
-            frozen = frozen_epochs(n_epochs, self.hparams.get("qat_freeze_epochs"))
+            frozen = frozen_epochs(n_epochs, self.settings.qat_freeze_epochs)
             set_qat_frozen(self.model, self.current_epoch >= n_epochs - frozen)
 
     def training_loss(self, batch) -> tuple:
@@ -114,8 +121,7 @@ class SceneClassifier(L.LightningModule):
         features, mix = self.augment(waveform, devices, self.frontend)
         logits = self.classify(features, devices)
         teacher_logits = None if self.teacher is None else to_device(self.teacher.lookup(filenames), logits.device)
-        return training_loss(logits, labels, mix, teacher_logits, self.hparams.get("kd_lambda"),
-                             self.hparams.get("temperature"))
+        return training_loss(logits, labels, mix, teacher_logits, self.settings.kd_lambda, self.settings.temperature)
 
     def training_step(self, batch, batch_idx):
         loss, parts = self.training_loss(batch)
@@ -160,11 +166,11 @@ class SceneClassifier(L.LightningModule):
                 "the data, then start again (or continue with --resume).")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr,
-                                      weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.settings.lr,
+                                      weight_decay=self.settings.weight_decay)
         total_steps = self.trainer.estimated_stepping_batches
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine(step, self.hparams.warmup_steps, total_steps))
+            optimizer, lambda step: warmup_cosine(step, self.settings.warmup_steps, total_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # --- validation and test ---
