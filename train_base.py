@@ -27,8 +27,7 @@ def main(argv=None):
     if run.finished is not None:
         return run.run_id, run.finished["General Model"]
     logger = stage.open_logger(run, {"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
-    trainer = stage.trainer(run, logger)
-    train_loader = stage.loader(inputs, inputs.train, trainer, train=True)
+    trainer, train_loader = stage.trainer(run, logger, inputs, inputs.train)
     test_loader = stage.loader(inputs, inputs.test, trainer)
 
     # the test split doubles as the validation set, as in the organisers' recipe

@@ -50,9 +50,9 @@ def main(argv=None):
         module = SceneClassifier(config, model=system.device_models[device], log_prefix=f"{device}/",
                                  input_sample_rate=stage.input_rate, teacher=inputs.teacher)
         phase_ckpt = stage.checkpoint_path(run, f"last-{device}")
-        trainer = stage.trainer(run, logger, checkpoint_name=phase_ckpt.stem)
-        trainer.fit(module, stage.loader(inputs, of_devices(train, device), trainer, train=True, selected_from=train),
-                    stage.loader(inputs, of_devices(test, device), trainer, selected_from=test),
+        trainer, train_loader = stage.trainer(run, logger, inputs, of_devices(train, device), phase_ckpt.stem,
+                                              selected_from=train)
+        trainer.fit(module, train_loader, stage.loader(inputs, of_devices(test, device), trainer, selected_from=test),
                     ckpt_path=phase_ckpt if phase_ckpt.is_file() else None)
         completed.append(device)
         if trainer.is_global_zero:  # the device is done: the container keeps it, its phase file can go
@@ -66,7 +66,7 @@ def main(argv=None):
     complexity = device_models_complexity(system, stage.input_shape())
     logger.log_hyperparams({"complexity": complexity})
     rank_zero_print("\n" + complexity_markdown(complexity))
-    tester = stage.trainer(run, logger, checkpoint_name=None)
+    tester = stage.tester(run, logger)
     test_loader = stage.loader(inputs, test, tester)
     tester.test(general_module, test_loader, verbose=False)
     tester.test(system_module, test_loader, verbose=False)

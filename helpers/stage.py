@@ -24,7 +24,7 @@ from helpers.setup.data import (
 from helpers.setup.flags import evaluation_commands, stage2_command
 from helpers.setup.loggers import close_logger, make_logger
 from helpers.setup.runs import finished_results, record_run, take_run_id
-from helpers.setup.trainer import make_trainer, set_log_interval
+from helpers.setup.trainer import log_interval, make_trainer
 from helpers.training.teacher_file import read_teacher_logits
 from models.registry import build_frontend
 
@@ -134,22 +134,30 @@ class Stage:
     def checkpoint_path(self, run: Run, name: str = "last") -> Path:
         return checkpoint_dir(self.args.project_name, run.run_id) / f"{name}.ckpt"
 
-    def trainer(self, run: Run, logger, checkpoint_name="last") -> L.Trainer:
-        """A Trainer that keeps ``checkpoints/<checkpoint_name>.ckpt`` of the run (none for None)."""
-        return make_trainer(self.args, logger, run.run_id, checkpoint_name)
+    def trainer(self, run: Run, logger, inputs: Inputs, train_rows, checkpoint_name="last",
+                selected_from=None) -> tuple:
+        """``(trainer, train_loader)``: a Trainer that keeps ``checkpoints/<checkpoint_name>.ckpt`` of the run,
+        and the training loader over ``train_rows`` of ``inputs`` (see ``loader``). The loader is made with
+        the Trainer, as it shards by the Trainer's processes, and the Trainer logs at the interval its
+        length calls for."""
+        trainer = make_trainer(self.args, logger, run.run_id, checkpoint_name)
+        train_loader = self.loader(inputs, train_rows, trainer, train=True, selected_from=selected_from)
+        trainer.log_every_n_steps = log_interval(len(train_loader))
+        return trainer, train_loader
 
-    def loader(self, inputs: Inputs, rows, trainer=None, train: bool = False, selected_from=None):
-        """A DataLoader over ``rows`` of ``inputs``; with ``--cache_dir`` it reads the audio cache of
-        ``selected_from`` (the rows they were taken from; default ``rows``), built on first use. A training
-        loader sets the ``trainer``'s logging interval."""
+    def tester(self, run: Run, logger) -> L.Trainer:
+        """A Trainer for the final test only: it keeps no checkpoint."""
+        return make_trainer(self.args, logger, run.run_id, checkpoint_name=None)
+
+    def loader(self, inputs: Inputs, rows, trainer, train: bool = False, selected_from=None):
+        """A DataLoader over ``rows`` of ``inputs``, shared among the processes of ``trainer``; with
+        ``--cache_dir`` it reads the audio cache of ``selected_from`` (the rows they were taken from; default
+        ``rows``), built on first use."""
         source = rows if selected_from is None else selected_from
         key = (inputs.dataset_dir, tuple(source["filename"]))  # a cache holds these files of this folder
         if key not in self._caches:
             self._caches[key] = open_cache(self.args, inputs.dataset_dir, source)
-        loader = make_loader(inputs.dataset_dir, rows, self.args, train, trainer, self._caches[key])
-        if train and trainer is not None:
-            set_log_interval(trainer, loader)
-        return loader
+        return make_loader(inputs.dataset_dir, rows, self.args, train, trainer, self._caches[key])
 
     def finish(self, run: Run, logger, systems: dict, complexity: dict, **extra) -> dict:
         """After the final test of ``systems`` (row name -> tested module): ``results.json``, the figures and
