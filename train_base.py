@@ -20,21 +20,21 @@ def main(argv=None):
     # the model and the data are checked before anything is written: a broken set never starts a run
     module = build_module(vars(args), model=start_model(args), input_sample_rate=stage.input_rate)
     complexity = stage.announce_model(module.model)
-    train, test = stage.check_inputs()
-    module.teacher = stage.teacher
+    inputs = stage.check_inputs()
+    module.teacher = inputs.teacher
 
-    finished = stage.start()
-    if finished is not None:
-        return stage.run_id, finished["General Model"]
-    stage.open_logger({"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
-    trainer = stage.trainer()
-    train_loader, test_loader = stage.loader(train, trainer, train=True), stage.loader(test, trainer)
+    run = stage.start()
+    if run.finished is not None:
+        return run.run_id, run.finished["General Model"]
+    logger = stage.open_logger(run, {"macs": complexity["macs"], "param_bytes": complexity["param_bytes"]})
+    trainer, train_loader = stage.trainer(run, logger, inputs, inputs.train)
+    test_loader = stage.loader(inputs, inputs.test, trainer)
 
     # the test split doubles as the validation set, as in the organisers' recipe
-    trainer.fit(module, train_loader, test_loader, ckpt_path=stage.resume_from)
-    trainer.test(module, test_loader, ckpt_path=stage.checkpoint_path(), verbose=False)
-    stage.finish({"General Model": module}, {"general": complexity})
-    return stage.run_id, module.test_results
+    trainer.fit(module, train_loader, test_loader, ckpt_path=run.resume_from)
+    trainer.test(module, test_loader, ckpt_path=stage.checkpoint_path(run), verbose=False)
+    stage.finish(run, logger, {"General Model": module}, {"general": complexity})
+    return run.run_id, module.test_results
 
 
 if __name__ == "__main__":

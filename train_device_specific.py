@@ -27,19 +27,20 @@ def main(argv=None):
         return evaluate(args)
 
     # the data is checked before anything is written: a broken set never starts a run
-    train, test = stage.check_inputs(teacher_devices=args.train_devices)
-    finished = stage.take_run()
-    if finished is not None:
-        return stage.run_id, finished
+    inputs = stage.check_inputs(teacher_devices=args.train_devices)
+    train, test = inputs.train, inputs.test
+    run = stage.take_run()
+    if run.finished is not None:
+        return run.run_id, run.finished
     # the checkpoint is read and checked before the run is recorded: a refused one leaves no run folder
-    system, general_ckpt, completed = stage2_system(args, stage.resume_from)
-    stage.record_run()
+    system, general_ckpt, completed = stage2_system(args, run.resume_from)
+    stage.record_run(run)
     set_network_flags(args, network_record(system))  # the run's flags describe the network it trains
     stage.announce_model(system.base_model, sentence=False)  # every device model starts as a copy of it
     config = vars(args)
-    if stage.resume_from is None and is_rank_zero():
-        save_system(stage.run_dir, system, config, general_ckpt, completed)
-    stage.open_logger()
+    if run.resume_from is None and is_rank_zero():
+        save_system(run.run_dir, system, config, general_ckpt, completed)
+    logger = stage.open_logger(run)
 
     for device in system.device_models:
         if device in completed:
@@ -48,31 +49,31 @@ def main(argv=None):
         # each phase trains only this device's copy; its curves are logged as "<device>/..."
         rank_zero_print(f"\n=== Fine-tuning the model of device {device} ===")
         module = build_module(config, model=system.device_models[device], log_prefix=f"{device}/",
-                                 input_sample_rate=stage.input_rate, teacher=stage.teacher)
-        phase_ckpt = stage.checkpoint_path(f"last-{device}")
-        trainer = stage.trainer(checkpoint_name=phase_ckpt.stem)
-        trainer.fit(module, stage.loader(of_devices(train, device), trainer, train=True, selected_from=train),
-                    stage.loader(of_devices(test, device), trainer, selected_from=test),
+                              input_sample_rate=stage.input_rate, teacher=inputs.teacher)
+        phase_ckpt = stage.checkpoint_path(run, f"last-{device}")
+        trainer, train_loader = stage.trainer(run, logger, inputs, of_devices(train, device), phase_ckpt.stem,
+                                              selected_from=train)
+        trainer.fit(module, train_loader, stage.loader(inputs, of_devices(test, device), trainer, selected_from=test),
                     ckpt_path=phase_ckpt if phase_ckpt.is_file() else None)
         completed.append(device)
         if trainer.is_global_zero:  # the device is done: the container keeps it, its phase file can go
-            save_system(stage.run_dir, system, config, general_ckpt, completed)
+            save_system(run.run_dir, system, config, general_ckpt, completed)
             phase_ckpt.unlink(missing_ok=True)
 
     # final test on the whole test split, 16-bit parameters: the general model and the device-specific system
     general_module = build_module(config, model=system.base_model, log_prefix="general/",
-                                     input_sample_rate=stage.input_rate)
+                                  input_sample_rate=stage.input_rate)
     system_module = build_module(config, model=system, input_sample_rate=stage.input_rate)
     complexity = device_models_complexity(system, stage.input_shape())
-    stage.logger.log_hyperparams({"complexity": complexity})
+    logger.log_hyperparams({"complexity": complexity})
     rank_zero_print("\n" + complexity_markdown(complexity))
-    tester = stage.trainer(checkpoint_name=None)
-    test_loader = stage.loader(test, tester)
+    tester = stage.tester(run, logger)
+    test_loader = stage.loader(inputs, test, tester)
     tester.test(general_module, test_loader, verbose=False)
     tester.test(system_module, test_loader, verbose=False)
-    results = stage.finish({"General Model": general_module, "Device-specific Models": system_module}, complexity,
-                           general_checkpoint=general_ckpt)
-    return stage.run_id, results
+    systems = {"General Model": general_module, "Device-specific Models": system_module}
+    results = stage.finish(run, logger, systems, complexity, general_checkpoint=general_ckpt)
+    return run.run_id, results
 
 
 if __name__ == "__main__":

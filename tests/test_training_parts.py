@@ -1,5 +1,5 @@
-"""Learning-rate schedule, the scene/device metric, wandb mode resolution, the command line, and the training
-step's memory format (with the benchmark's copy of the step)."""
+"""Learning-rate schedule, the scene/device metric, wandb mode resolution, the command line, the run a stage
+takes and its logging interval, and the training step's memory format (with the benchmark's copy of the step)."""
 import math
 
 import pytest
@@ -11,6 +11,9 @@ from helpers.setup.data import available_cpus, loader_workers
 from helpers.setup.defaults import DEMO_DEFAULTS
 from helpers.setup.flags import build_parser, parse_args
 from helpers.setup.loggers import resolve_wandb_mode, wandb_has_credentials
+from helpers.setup.runs import RUN_ID_ENV
+from helpers.setup.trainer import log_interval
+from helpers.stage import Stage
 from helpers.training.metrics import SceneDeviceAccuracy
 from helpers.training.module import warmup_cosine
 
@@ -293,6 +296,19 @@ def test_loader_workers_by_default_none_for_the_cache_on_a_cpu(tmp_path):
     assert loader_workers(args, cache) == 1
     args.num_workers, args.accelerator = None, "gpu"  # on an accelerator the workers overlap with it
     assert loader_workers(args, cache) == min(8, available_cpus())
+
+
+def test_log_interval_about_five_times_an_epoch_and_at_least_every_50_steps():
+    assert [log_interval(n) for n in (1, 4, 5, 12, 250, 251, 10000)] == [1, 1, 1, 2, 50, 50, 50]
+
+
+def test_taking_a_run_returns_it_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv(RUN_ID_ENV, raising=False)  # taking a run sets it for the processes it starts
+    args = parse_args(build_parser("base", ""), ["--project_name", str(tmp_path / "p"), "--run_id", "abcd1234"])
+    run = Stage(args, "base").take_run()
+    assert (run.run_id, run.run_dir, run.resume_from, run.finished) == ("abcd1234", tmp_path / "p" / "abcd1234",
+                                                                        None, None)
+    assert not (tmp_path / "p").exists()  # the run is recorded by a step of its own
 
 
 def test_demo_stage2_and_explicit_dirs():

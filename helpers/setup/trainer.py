@@ -9,10 +9,11 @@ from helpers.setup.checkpoints import checkpoint_dir
 from helpers.setup.console import quiet_console
 
 
-def set_log_interval(trainer: L.Trainer, train_loader) -> None:
-    """Log the training loss about five times per epoch, and at least every 50 steps (Lightning's default
-    interval, which alone would log nothing in a phase of fewer steps, such as stage 2 on a small device)."""
-    trainer.log_every_n_steps = max(1, min(50, len(train_loader) // 5))
+def log_interval(train_batches: int) -> int:
+    """The Trainer's ``log_every_n_steps`` for an epoch of ``train_batches``: about five times per epoch, and at
+    least every 50 steps (Lightning's default interval, which alone would log nothing in a phase of fewer
+    steps, such as stage 2 on a small device)."""
+    return max(1, min(50, train_batches // 5))
 
 
 class StopMessages(L.Callback):
