@@ -63,9 +63,10 @@ class Stage:
         if args.seed is not None:
             L.seed_everything(args.seed, workers=True)
         self.input_rate = input_sample_rate(args)  # the rate the audio reaches the front end at
-        if getattr(args, "_training_defaults", None):
-            rank_zero_print(f"Training defaults of {args._training_defaults_of}: "
-                            + ", ".join(f"--{k} {v}" for k, v in args._training_defaults.items())
+        origins = getattr(args, "origins", None)
+        if origins is not None and origins.training_defaults:
+            rank_zero_print(f"Training defaults of {origins.network}: "
+                            + ", ".join(f"--{k} {v}" for k, v in origins.training_defaults.items())
                             + " (a flag given on the command line wins).")
         self._caches = {}  # the audio caches opened, by data folder and file names
 

@@ -48,8 +48,22 @@ def test_stage_2_parsing_takes_the_network_it_is_given_and_reads_no_files(tmp_pa
     monkeypatch.chdir(tmp_path)
     args = parse_flags(stage2_parser(""), ["--ckpt_id", "no_such_run", "--lr", "3e-5"], network="passt")
     assert (args.n_epochs, args.batch_size, args.lr, args.dir_p) == (10, 80, 3e-5, 0.0)  # DIR needs --dir_dir
-    assert args._training_defaults_of == "passt"
-    assert "lr" not in args._training_defaults and args._training_defaults["n_epochs"] == 10
+    assert args.origins.network == "passt" and "--lr" in args.origins.given
+    assert "lr" not in args.origins.training_defaults and args.origins.training_defaults["n_epochs"] == 10
+    assert not [name for name in vars(args) if name.startswith("_")] and "origins" not in vars(args)
     plain = parse_flags(stage2_parser(""), ["--ckpt_id", "no_such_run"])
-    assert (plain.n_epochs, plain.lr, plain._training_defaults) == (50, 5e-4, {})
+    assert (plain.n_epochs, plain.lr, plain.origins.training_defaults) == (50, 5e-4, {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_only_flags_are_saved_as_hyperparameters():
+    from conftest import TINY_NETWORK
+
+    from helpers.setup.flags import parse_args, stage1_parser
+    from helpers.training.builder import build_module
+    parser = stage1_parser("")
+    args = parse_args(parser, ["--demo", "--lr", "0.01", *TINY_NETWORK])
+    flags = {action.dest for action in parser._actions} | {"model"}
+    saved = set(build_module(vars(args)).hparams)
+    assert saved <= flags and saved == set(vars(args))
+    assert "--lr" in args.origins.given and args.origins.stage == "base"

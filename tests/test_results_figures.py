@@ -56,7 +56,7 @@ def stage2_like_run(tmp_path_factory):
             self.images[key] = images
 
     logger = Logger()
-    write_results(run_dir, "run2", systems, COMPLEXITY, confusion=confusion, flags={"seed": 3, "_stage": "device"},
+    write_results(run_dir, "run2", systems, COMPLEXITY, confusion=confusion, flags={"seed": 3},
                   logger=logger)
     return run_dir, logger
 

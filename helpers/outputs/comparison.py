@@ -28,7 +28,7 @@ def run_flags(run_dir: Path, results: dict) -> dict:
         return dict(results["flags"])
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if ckpt.is_file():
-        return {k: v for k, v in hyper_parameters(load_checkpoint(ckpt)).items() if not k.startswith("_")}
+        return hyper_parameters(load_checkpoint(ckpt))
     return {}
 
 

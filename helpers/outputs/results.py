@@ -74,7 +74,7 @@ def write_results(run_dir, run_id: str, systems: dict, complexity: dict, confusi
     run_dir = Path(run_dir)
     data = {"run_id": run_id, "results": systems, "complexity": complexity, **extra}
     if flags is not None:
-        data["flags"] = {k: v for k, v in flags.items() if not k.startswith("_")}
+        data["flags"] = dict(flags)
     if confusion:
         data["confusion"] = {"rows": "true class", "columns": "predicted class", "classes": list(CLASSES),
                              "systems": confusion}

@@ -117,9 +117,15 @@ def recorded_network(path):
     return (checkpoint.get("network") or {}).get("name") or hyper_parameters(checkpoint).get("model") or "cp_mobile"
 
 
+# parsing state that checkpoints of earlier versions saved among the flags
+EARLIER_NON_FLAGS = ("_stage", "_given_flags", "_training_defaults", "_training_defaults_of")
+
+
 def hyper_parameters(checkpoint: dict) -> dict:
+    """The flags a checkpoint saved (without what earlier versions saved beside them)."""
     saved = checkpoint.get("hyper_parameters") or {}
-    return dict(vars(saved)) if isinstance(saved, argparse.Namespace) else dict(saved)
+    saved = dict(vars(saved)) if isinstance(saved, argparse.Namespace) else dict(saved)
+    return {k: v for k, v in saved.items() if k not in EARLIER_NON_FLAGS}
 
 
 def save_checkpoint(checkpoint: dict, path) -> Path:

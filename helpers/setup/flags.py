@@ -6,6 +6,7 @@ every registered network (network_flags.py); parsing applies the defaults in the
 """
 import argparse
 import os
+from dataclasses import dataclass, field
 
 from dataset.dcase25 import TRAIN_DEVICES
 from helpers.base.command_line import StrictParser
@@ -139,7 +140,7 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
                           help="highest mel frequency in Hz (default: half the sample rate)")
 
     parser.set_defaults(**STAGE_DEFAULTS[stage])
-    parser.set_defaults(_stage=stage)
+    parser.stage = stage
     for name, defaults in networks_training_defaults(stage).items():  # shown where they apply
         for action in parser._actions:
             if action.dest in defaults:
@@ -191,21 +192,38 @@ def stage2_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-    """Parse flags (``parse_flags``); in stage 2 the network whose training defaults apply is the one of the
-    checkpoint the run starts from or continues, read by ``network_of_run``."""
+@dataclass(frozen=True)
+class FlagOrigins:
+    """Where the flags' values came from: the ``stage`` parsed for, the flags ``given`` on the command line,
+    and the training defaults of ``network`` that were applied (flag -> value)."""
+    stage: str
+    given: frozenset
+    network: str = None
+    training_defaults: dict = field(default_factory=dict)
+
+
+class Flags(argparse.Namespace):
+    """Every flag's value as an attribute (``vars(flags)`` holds the flags and nothing else); ``origins``
+    (a ``FlagOrigins``) is kept beside them."""
+    __slots__ = ("origins",)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv=None) -> Flags:
+    """Parse flags (``parse_flags``, which reads no file), after the one step that reads one: in stage 2 the
+    network whose training defaults apply is that of the checkpoint the run starts from or continues
+    (``network_of_run``)."""
     network = None
-    if not stage_takes_network_from_flags(parser.get_default("_stage")):
+    if not stage_takes_network_from_flags(parser.stage):
         network = network_of_run(parser.parse_args(argv))
     return parse_flags(parser, argv, network)
 
 
-def parse_flags(parser: argparse.ArgumentParser, argv=None, network: str = None) -> argparse.Namespace:
+def parse_flags(parser: argparse.ArgumentParser, argv=None, network: str = None) -> Flags:
     """Parse flags without reading any file. Flags not given take, in this order of precedence, the demo
     defaults (with ``--demo``), the training defaults of the network (``--model``, or in stage 2 ``network``),
     the stage's (``resolve_defaults``)."""
-    args = parser.parse_args(argv)
-    stage = args._stage
+    args = parser.parse_args(argv, Flags())
+    stage = parser.stage
     if stage_takes_network_from_flags(stage):
         network = args.model
     training_defaults = networks_training_defaults(stage).get(network, {})
@@ -214,13 +232,11 @@ def parse_flags(parser: argparse.ArgumentParser, argv=None, network: str = None)
     changed = {flag: value for flag, (value, source) in resolved.items() if source != STAGE}
     if changed:  # as parser defaults, so that argparse converts them by type as it does the stage's
         parser.set_defaults(**changed)
-        args = parser.parse_args(argv)
-    args._given_flags = given
-    args._training_defaults = {k: getattr(args, k) for k in training_defaults
-                               if resolved.get(k, (None, None))[1] == NETWORK}
-    args._training_defaults_of = network
-    if "dir_p" in args._training_defaults and not args.dir_dir:  # a recipe's DIR needs responses: off without
-        args.dir_p = args._training_defaults["dir_p"] = 0.0
+        args = parser.parse_args(argv, Flags())
+    applied = {k: getattr(args, k) for k in training_defaults if resolved.get(k, (None, None))[1] == NETWORK}
+    if "dir_p" in applied and not args.dir_dir:  # a recipe's DIR needs responses: off without
+        args.dir_p = applied["dir_p"] = 0.0
+    args.origins = FlagOrigins(stage, frozenset(given), network, applied)
     if args.demo:
         args.dataset_dir = args.dataset_dir or args.demo_dir
         if args.split_dir == parser.get_default("split_dir"):
@@ -233,7 +249,7 @@ def parse_flags(parser: argparse.ArgumentParser, argv=None, network: str = None)
         for flag, value in STUDENTS[args.student].items():
             if getattr(args, flag, None) is None:
                 setattr(args, flag, value)
-    if stage_takes_network_from_flags(args._stage):
+    if stage_takes_network_from_flags(stage):
         try:
             apply_network_flags(args, args.model)
         except ValueError as err:

@@ -63,7 +63,7 @@ def _wandb_logger(args, run_id: str, mode: str, timeout: float) -> WandbLogger:
     # offline, wandb's closing summary of every metric only repeats the console; the line above says how to upload
     return WandbLogger(project=args.project_name, name=args.experiment_name, id=run_id, mode=mode,
                        resume="allow", save_dir=".",
-                       config={k: v for k, v in vars(args).items() if not k.startswith("_")},
+                       config=dict(vars(args)),
                        settings=wandb.Settings(quiet=mode == "offline", init_timeout=timeout))
 
 

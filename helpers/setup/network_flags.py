@@ -63,7 +63,8 @@ def given_network_flags(args) -> dict:
 def written_network_flags(args) -> dict:
     """The network flags (and ``model``) written on the command line, where a checkpoint's network must agree
     with them (stage 1 fills in the others with defaults, which say nothing about a checkpoint)."""
-    written = getattr(args, "_given_flags", None)
+    origins = getattr(args, "origins", None)
+    written = origins.given if origins is not None else None
     present = {**given_network_flags(args), **({"model": args.model} if hasattr(args, "model") else {})}
     return present if written is None else {k: v for k, v in present.items() if f"--{k}" in written}
 
