@@ -15,13 +15,16 @@ from helpers.setup.console import is_rank_zero, rank_zero_print, run_cli
 from helpers.setup.device_system import save_system, stage2_system
 from helpers.setup.flags import parse_args, stage2_parser
 from helpers.setup.network_flags import set_network_flags
+from helpers.setup.runs import network_of_run
 from helpers.stage import Stage
 from helpers.training.builder import build_module
 from models.registry import network_record
 
 
 def main(argv=None):
-    args = parse_args(stage2_parser(__doc__), argv)
+    parser = stage2_parser(__doc__)
+    # the network stage 2 trains is that of the checkpoint it starts from: its training defaults apply
+    args = parse_args(parser, argv, network=network_of_run(parser.parse_args(argv)))
     stage = Stage(args, "device")
     if args.evaluate:
         return evaluate(args)

@@ -3,7 +3,7 @@
 import copy
 
 from helpers.setup.defaults import DEMO, DEMO_DEFAULTS, NETWORK, STAGE, STAGE_DEFAULTS, resolve_defaults
-from helpers.setup.flags import parse_flags, stage2_parser
+from helpers.setup.flags import parse_args, stage2_parser
 
 RECIPE = dict(n_epochs=25, batch_size=80, lr=1e-5, dir_p=0.6)  # a network's training defaults
 
@@ -46,12 +46,12 @@ def test_resolving_changes_none_of_its_inputs():
 def test_stage_2_parsing_takes_the_network_it_is_given_and_reads_no_files(tmp_path, monkeypatch):
     """The checkpoint named by --ckpt_id does not exist: the network's recipe applies all the same."""
     monkeypatch.chdir(tmp_path)
-    args = parse_flags(stage2_parser(""), ["--ckpt_id", "no_such_run", "--lr", "3e-5"], network="passt")
+    args = parse_args(stage2_parser(""), ["--ckpt_id", "no_such_run", "--lr", "3e-5"], network="passt")
     assert (args.n_epochs, args.batch_size, args.lr, args.dir_p) == (10, 80, 3e-5, 0.0)  # DIR needs --dir_dir
     assert args.origins.network == "passt" and "--lr" in args.origins.given
     assert "lr" not in args.origins.training_defaults and args.origins.training_defaults["n_epochs"] == 10
     assert not [name for name in vars(args) if name.startswith("_")] and "origins" not in vars(args)
-    plain = parse_flags(stage2_parser(""), ["--ckpt_id", "no_such_run"])
+    plain = parse_args(stage2_parser(""), ["--ckpt_id", "no_such_run"])
     assert (plain.n_epochs, plain.lr, plain.origins.training_defaults) == (50, 5e-4, {})
     assert list(tmp_path.iterdir()) == []
 

@@ -214,8 +214,8 @@ def test_a_network_added_as_the_page_says_trains_exports_and_predicts(demo_dir, 
     devices = ["a", "b", "s4", "unknown"]
     train_export_and_reference = (
         "import json, sys, torch; import train_base, export_submission; from dataset.audio import load_audio; "
-        "from helpers.setup.model_loader import read_device_system; from helpers.training.module import "
-        "SceneClassifier; from models.inference import store_for_submission; "
+        "from helpers.setup.model_loader import read_device_system; from helpers.training.builder import "
+        "build_module; from models.inference import store_for_submission; "
         "run_id, _ = train_base.main(json.loads(sys.argv[1])); "
         "export_submission.main(['--ckpt_id', run_id, '--submission_name', 'Toy_TEST_task1', "
         "'--submission_index', '1']); "

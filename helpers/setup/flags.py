@@ -150,22 +150,6 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def network_of_run(args):
-    """The network stage 2 trains, read from the checkpoint it starts from (or continues), without loading the
-    weights; None where there is no such checkpoint (the error comes when the run starts)."""
-    from helpers.setup.checkpoints import CheckpointError, checkpoint_dir, recorded_network, resolve_checkpoint
-    from helpers.setup.runs import newest_run
-    try:
-        own = args.resume if isinstance(args.resume, str) else newest_run(args.project_name, "device") \
-            if args.resume else args.run_id
-        if own and (checkpoint_dir(args.project_name, own) / "last.ckpt").is_file():
-            return recorded_network(checkpoint_dir(args.project_name, own) / "last.ckpt")
-        start = (getattr(args, "merge", None) or [None])[0] or getattr(args, "ckpt_id", None)
-        return recorded_network(resolve_checkpoint(start, args.project_name)) if start else None
-    except CheckpointError:
-        return None
-
-
 def stage1_parser(description: str) -> argparse.ArgumentParser:
     """The flags of ``train_base.py``."""
     parser = build_parser("base", description)
@@ -208,18 +192,9 @@ class Flags(argparse.Namespace):
     __slots__ = ("origins",)
 
 
-def parse_args(parser: argparse.ArgumentParser, argv=None) -> Flags:
-    """Parse flags (``parse_flags``, which reads no file), after the one step that reads one: in stage 2 the
-    network whose training defaults apply is that of the checkpoint the run starts from or continues
-    (``network_of_run``)."""
-    network = None
-    if not stage_takes_network_from_flags(parser.stage):
-        network = network_of_run(parser.parse_args(argv))
-    return parse_flags(parser, argv, network)
-
-
-def parse_flags(parser: argparse.ArgumentParser, argv=None, network: str = None) -> Flags:
-    """Parse flags without reading any file. Flags not given take, in this order of precedence, the demo
+def parse_args(parser: argparse.ArgumentParser, argv=None, network: str = None) -> Flags:
+    """Parse flags without reading any file (stage 2's network, whose training defaults apply, is found by a
+    step of its own: ``helpers.setup.runs.network_of_run``). Flags not given take, in this order of precedence, the demo
     defaults (with ``--demo``), the training defaults of the network (``--model``, or in stage 2 ``network``),
     the stage's (``resolve_defaults``)."""
     args = parser.parse_args(argv, Flags())

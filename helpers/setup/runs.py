@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from helpers.files import write_json
-from helpers.setup.checkpoints import CheckpointError, checkpoint_dir, run_dirs
+from helpers.setup.checkpoints import CheckpointError, checkpoint_dir, recorded_network, resolve_checkpoint, run_dirs
 from helpers.setup.console import is_rank_zero, rank_zero_print
 
 RUN_ID_ENV = "DCASE25_RUN_ID"
@@ -86,3 +86,17 @@ def finished_results(project_name, run_id):
     """The results of run ``run_id`` if it has finished (its final test wrote ``results.json``), else None."""
     results_file = Path(project_name) / run_id / "results.json"
     return json.loads(results_file.read_text())["results"] if results_file.is_file() else None
+
+
+def network_of_run(args):
+    """The network stage 2 trains, read from the checkpoint it starts from (or continues), without loading the
+    weights; None where there is no such checkpoint (the error comes when the run starts)."""
+    try:
+        own = args.resume if isinstance(args.resume, str) else newest_run(args.project_name, "device") \
+            if args.resume else args.run_id
+        if own and (checkpoint_dir(args.project_name, own) / "last.ckpt").is_file():
+            return recorded_network(checkpoint_dir(args.project_name, own) / "last.ckpt")
+        start = (getattr(args, "merge", None) or [None])[0] or getattr(args, "ckpt_id", None)
+        return recorded_network(resolve_checkpoint(start, args.project_name)) if start else None
+    except CheckpointError:
+        return None
