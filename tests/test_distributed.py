@@ -25,6 +25,7 @@ TRAINING = textwrap.dedent("""
     from torch.utils.data import DataLoader, DistributedSampler
     from helpers.setup.flags import build_parser, parse_args
     from helpers.setup.trainer import make_trainer, norm_statistics
+    from helpers.training.builder import build_parts
     from helpers.training.module import SceneClassifier
     import lightning as L
 
@@ -61,7 +62,7 @@ TRAINING = textwrap.dedent("""
     record = Record()
     trainer.callbacks.append(record)
     sampler = DistributedSampler(Clips(), trainer.world_size, trainer.global_rank, shuffle=True, seed=args.seed)
-    module = Module(vars(args))
+    module = Module(**build_parts(vars(args)), config=vars(args))
     try:
         trainer.fit(module, DataLoader(Clips(), batch_size=4, sampler=sampler))
     except Exception as err:
