@@ -139,6 +139,7 @@ CACHE_BUILD = textwrap.dedent("""
     torch.set_num_threads(1)
     dataset_dir, cache_dir, go = resolve_dataset_dir(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     files = test_rows(dataset_dir, dataset_dir / "split_setup")["filename"].tolist()
+    Path(sys.argv[3] + "." + sys.argv[4]).touch()  # ready: torch imported, waiting for the same moment as the other
     while not go.exists():
         time.sleep(0.01)
     cache = AudioCache.open_or_build(cache_dir, dataset_dir, files, 32000)
@@ -150,10 +151,13 @@ def test_two_processes_build_the_audio_cache_once(demo_dir, tmp_path):
     script = tmp_path / "build.py"
     script.write_text(CACHE_BUILD.format(repo=str(REPO_ROOT)))
     go = tmp_path / "go"
-    processes = [subprocess.Popen([sys.executable, str(script), str(demo_dir), str(tmp_path / "cache"), str(go)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    time.sleep(8)  # both have imported torch and wait for the same moment
-    go.touch()
+    command = [sys.executable, str(script), str(demo_dir), str(tmp_path / "cache"), str(go)]
+    processes = [subprocess.Popen([*command, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}.{i}").exists() for i in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()  # both wait: they ask for the cache at the same moment
     outputs = [p.communicate(timeout=240) for p in processes]
     assert all(p.returncode == 0 for p in processes), outputs
     caching = [stderr.count("Caching audio") > 0 for _, stderr in outputs]

@@ -11,7 +11,7 @@ from dataset.dcase25 import CLASSES, DataError
 from helpers.files import atomic_path, write_json
 from helpers.outputs.complexity import complexity_markdown, device_models_complexity, over_limits
 from helpers.setup.checkpoints import run_of_checkpoint, save_checkpoint
-from helpers.setup.data import check_audio, make_loader
+from helpers.setup.data import check_audio, make_loader, trains_on_cpu
 from helpers.setup.device_system import load_device_system
 from helpers.setup.network_flags import set_network_flags
 from helpers.training.builder import build_module
@@ -62,9 +62,8 @@ def write_predictions_csv(path, table: pd.DataFrame) -> Path:
 
 
 def evaluation_device(args) -> torch.device:
-    """Where ``--evaluate`` computes: the GPU where there is one and ``--accelerator`` allows it, else the CPU."""
-    gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda" if gpu else "cpu")
+    """Where ``--evaluate`` computes: where training would (``--accelerator``), the CPU without a CUDA GPU."""
+    return torch.device("cpu" if trains_on_cpu(args) or not torch.cuda.is_available() else "cuda")
 
 
 def evaluate(args) -> Path:
